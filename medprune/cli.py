@@ -1,0 +1,192 @@
+"""The ``medprune`` command. Thin: every command parses its typed arguments and calls the library.
+
+Errors caused by input (config, data, checkpoints) end in one line on stderr and exit code 2,
+never a traceback; Ctrl-C ends with exit code 130 and a hint to resume.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from medprune.errors import MedpruneError
+
+__all__ = ["app", "main"]
+
+log = logging.getLogger("medprune")
+
+app = typer.Typer(help="medprune: train, compress and evaluate medical imaging models for point-of-care "
+                       "hardware, with per-class clinical metrics.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+data_app = typer.Typer(help="Data tools: synthetic phantoms, manifest indexers for public data sets.",
+                       no_args_is_help=True)
+index_app = typer.Typer(help="Build a manifest CSV from a data set's folder layout.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+data_app.add_typer(index_app, name="index")
+
+OverridesArg = typer.Argument(None, help="Config overrides key.path=value, e.g. optim.lr=0.001 optim.epochs=3",
+                              show_default=False)
+
+
+@app.command()
+def train(
+    config: Path = typer.Argument(..., help="Experiment YAML, e.g. configs/thermography/demo.yaml"),
+    overrides: Optional[list[str]] = OverridesArg,
+    resume: bool = typer.Option(False, "--resume", help="Continue the run from checkpoints/last.pt."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Discard an existing run of the same name."),
+    nproc: int = typer.Option(1, "--nproc", min=1, help="Data-parallel processes on this machine (DDP via torchrun)."),
+) -> None:
+    """Train the config's model, keep the best validation epoch, evaluate it on the test split."""
+    from medprune.config import load_config
+    from medprune.engine.distributed import cleanup_distributed, launch_torchrun, under_torchrun
+
+    cfg = load_config(config, overrides or [])
+    if nproc > 1 and not under_torchrun():
+        argv = ["train", str(config), *(overrides or [])]
+        argv += ["--resume"] if resume else []
+        argv += ["--overwrite"] if overwrite else []
+        raise typer.Exit(launch_torchrun(nproc, argv))
+    from medprune.engine.jobs import train as run_training
+
+    try:
+        outcome = run_training(cfg, resume=resume, overwrite=overwrite)
+    finally:
+        cleanup_distributed()
+    if outcome.metrics is not None:
+        _summary(outcome.metrics, outcome.run_dir)
+        typer.echo(f"trained in {outcome.seconds:.0f} s; results in {outcome.run_dir}")
+
+
+@app.command()
+def evaluate(
+    config: Path = typer.Argument(..., help="The experiment YAML the checkpoint was trained with."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="A checkpoint, e.g. runs/NAME/checkpoints/best.pt"),
+    out: Path = typer.Option(..., "--out", help="Folder for metrics.json, predictions.csv and plots."),
+    split: str = typer.Option("test", "--split", help="train, val or test (the config's patient split)."),
+    overrides: Optional[list[str]] = OverridesArg,
+) -> None:
+    """Per-class metrics with patient-level bootstrap CIs, plus confusion-matrix and ROC plots."""
+    from medprune.config import load_config
+    from medprune.engine.jobs import evaluate as run_evaluation
+
+    cfg = load_config(config, overrides or [])
+    metrics = run_evaluation(cfg, checkpoint, out, split=split)
+    _summary(metrics, out)
+
+
+@app.command()
+def validate(
+    config: Path = typer.Argument(..., help="Experiment YAML to check."),
+    overrides: Optional[list[str]] = OverridesArg,
+) -> None:
+    """Check a config (types, ranges, names) without running anything; print it resolved."""
+    import yaml
+
+    from medprune.config import load_config
+
+    cfg = load_config(config, overrides or [])
+    typer.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None).rstrip())
+    typer.echo(f"{config}: ok")
+
+
+@app.command("models")
+def list_models_cmd() -> None:
+    """List the registered models."""
+    from medprune.models import list_models
+
+    for name in list_models():
+        typer.echo(name)
+
+
+@data_app.command()
+def phantom(
+    kind: str = typer.Argument("thermography", help="Phantom kind (synthetic data): thermography."),
+    out: Path = typer.Option(..., "--out", help="Folder to write the images and manifest.csv into."),
+    patients: int = typer.Option(40, "--patients", min=4, help="Number of synthetic patients."),
+    imbalance: float = typer.Option(3.0, "--imbalance", min=0.01, help="Healthy patients per sick patient."),
+    views: int = typer.Option(3, "--views", min=1, help="Views (images) per patient."),
+    height: int = typer.Option(60, "--height", min=16, help="Image height in pixels."),
+    width: int = typer.Option(80, "--width", min=16, help="Image width in pixels."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same data)."),
+) -> None:
+    """Write a deterministic SYNTHETIC phantom data set with its manifest (never clinical data)."""
+    from medprune.data import make_phantom
+
+    manifest = make_phantom(kind, out, patients=patients, imbalance=imbalance, views=views,
+                            size=(height, width), seed=seed)
+    typer.echo(f"synthetic {kind} phantom: {manifest}")
+
+
+@index_app.command("dmr")
+def index_dmr_cmd(
+    root: Path = typer.Argument(..., help="Root folder of a DMR-IR copy (layout: see data_manifests/README.md)."),
+    out: Path = typer.Option(..., "--out", help="Manifest CSV to write."),
+    exclusions: Optional[Path] = typer.Option(None, "--exclusions", help="File of patient ids / paths to exclude."),
+    prefer: str = typer.Option("txt", "--prefer", help="txt (temperature matrices) or image, when both exist."),
+) -> None:
+    """Index a DMR-IR folder into a manifest, honouring an exclusions list."""
+    from pipelines.thermography import index_dmr
+
+    if prefer not in ("txt", "image"):
+        raise typer.BadParameter(f"must be 'txt' or 'image', got {prefer!r}", param_hint="--prefer")
+    manifest = index_dmr(root, out, exclusions=exclusions, prefer=prefer)  # type: ignore[arg-type]
+    typer.echo(f"manifest: {manifest}")
+
+
+def _summary(metrics: dict, where: Path) -> None:
+    """Print the headline numbers: balanced accuracy and per-class sensitivity with CIs."""
+    ci = metrics.get("ci", {})
+
+    def fmt(key: str, value: float | None) -> str:
+        if value is None:
+            return "n/a"
+        bounds = ci.get(key)
+        return f"{value:.3f}" + (f" [{bounds[0]:.3f}, {bounds[1]:.3f}]" if bounds and None not in bounds else "")
+
+    synthetic = " (SYNTHETIC phantom data, not clinical performance)" if metrics.get("synthetic_data") else ""
+    typer.echo(f"{metrics.get('split', 'eval')} split, {metrics.get('n_samples')} images / "
+               f"{metrics.get('n_patients')} patients{synthetic}")
+    typer.echo(f"  balanced accuracy  {fmt('balanced_accuracy', metrics.get('balanced_accuracy'))}")
+    for cls, row in metrics.get("per_class", {}).items():
+        typer.echo(f"  {cls:<12} sensitivity {fmt(f'per_class.{cls}.sensitivity', row.get('sensitivity'))}"
+                   f"  specificity {fmt(f'per_class.{cls}.specificity', row.get('specificity'))}")
+    typer.echo(f"metrics: {Path(where) / 'metrics.json'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``medprune`` console script."""
+    logging.basicConfig(level=logging.INFO, format="medprune: %(message)s", stream=sys.stderr)
+    for noisy in ("matplotlib", "PIL", "torch.distributed", "timm"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        app(args=argv, prog_name="medprune", standalone_mode=False)
+    except MedpruneError as exc:
+        typer.echo(f"medprune: error: {exc}", err=True)
+        return 2
+    except FloatingPointError as exc:
+        typer.echo(f"medprune: error: {exc}", err=True)
+        return 2
+    except KeyboardInterrupt:
+        typer.echo("medprune: interrupted; the last finished epoch is in checkpoints/last.pt — continue with "
+                   "`medprune train CONFIG --resume`", err=True)
+        return 130
+    except typer.Exit as exc:
+        return int(exc.exit_code or 0)
+    except Exception as exc:  # click's usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Abort):
+            return 1
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

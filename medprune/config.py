@@ -1,0 +1,392 @@
+"""Typed experiment configs: load a YAML file, validate it once, override keys, save it resolved.
+
+One YAML file describes an experiment (see ``configs/`` and the README)::
+
+    name: thermo_demo
+    data:   {manifest: data/manifest.csv, classes: [healthy, sick], image_size: 96, channels: gray}
+    model:  {name: inception_v3, kwargs: {width: 0.125}}
+    optim:  {optimizer: sgdm, lr: 0.01, batch_size: 16, epochs: 8}
+    runtime: {seed: 0, device: auto, out_dir: runs}
+
+Every value is checked at load; a problem is reported on one line that names the file and the key
+path, e.g. ``configs/x.yaml: optim.lr: must be > 0, got -1``, and unknown keys or names suggest the
+close ones. Command-line overrides ``key.path=value`` go through the same validation.
+
+Relative paths in a config (``data.manifest``, ``data.phantom.out``, ``runtime.out_dir``) are
+resolved against the current working directory, as for every other command-line tool.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import yaml
+
+from medprune._io import atomic_write_text
+from medprune._schema import FieldError, build, check, to_plain
+from medprune.errors import ConfigError, MedpruneError
+from medprune.registry import suggest
+
+__all__ = [
+    "PhantomConfig",
+    "SplitConfig",
+    "DataConfig",
+    "ModelConfig",
+    "ScheduleConfig",
+    "EarlyStoppingConfig",
+    "OptimConfig",
+    "EvalConfig",
+    "RuntimeConfig",
+    "ExperimentConfig",
+    "EARLY_STOPPING_METRICS",
+    "load_config",
+    "config_from_dict",
+    "apply_overrides",
+    "save_config",
+]
+
+#: Metrics the trainer can select the best epoch by; "loss" is minimised, the rest maximised.
+EARLY_STOPPING_METRICS = ("balanced_accuracy", "worst_class_sensitivity", "macro_f1", "macro_auc", "accuracy", "loss")
+
+
+@dataclass
+class PhantomConfig:
+    """Synthetic (phantom) data generated when no manifest is given — never clinical data."""
+
+    kind: str = "thermography"
+    patients: int = 40
+    imbalance: float = 3.0
+    views: int = 3
+    size: tuple[int, int] = (60, 80)
+    seed: int = 0
+    out: str | None = None  # default: <run dir>/phantom
+
+    def __post_init__(self) -> None:
+        check(self.patients >= 4, "patients", f"must be >= 4, got {self.patients}")
+        check(self.imbalance > 0, "imbalance", f"must be > 0, got {self.imbalance}")
+        check(self.views >= 1, "views", f"must be >= 1, got {self.views}")
+        check(min(self.size) >= 16, "size", f"must be at least 16x16, got {list(self.size)}")
+
+
+@dataclass
+class SplitConfig:
+    """Patient-level split fractions; a manifest's own ``split`` column takes precedence."""
+
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for key in ("val_fraction", "test_fraction"):
+            value = getattr(self, key)
+            check(0.0 <= value < 1.0, key, f"must be in [0, 1), got {value}")
+        total = self.val_fraction + self.test_fraction
+        check(total < 1.0, "test_fraction", f"val_fraction + test_fraction must be < 1, got {total:g}")
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how they are turned into tensors."""
+
+    manifest: str | None = None
+    phantom: PhantomConfig | None = None
+    classes: list[str] = field(default_factory=lambda: ["healthy", "sick"])
+    image_size: int | tuple[int, int] = (299, 299)
+    channels: Literal["gray", "color"] = "color"
+    colormap: str = "inferno"
+    temperature_window: tuple[float, float] = (24.0, 38.0)
+    dicom_window: tuple[float, float] | None = None
+    dicom_frame: int | None = None
+    mean: float = 0.5
+    std: float = 0.25
+    augmentation: list[dict[str, Any]] = field(default_factory=list)
+    on_bad_sample: Literal["error", "skip"] = "error"
+    split: SplitConfig = field(default_factory=SplitConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.image_size, int):
+            self.image_size = (self.image_size, self.image_size)
+        check(min(self.image_size) >= 8, "image_size", f"must be >= 8 pixels, got {list(self.image_size)}")
+        check(self.manifest is not None or self.phantom is not None, "manifest",
+              "is required (or set data.phantom to train on synthetic phantom data)")
+        check(len(self.classes) >= 2, "classes", f"needs at least 2 classes, got {self.classes}")
+        dupes = sorted({c for c in self.classes if self.classes.count(c) > 1})
+        check(not dupes, "classes", f"duplicate class names {dupes}")
+        lo, hi = self.temperature_window
+        check(lo < hi, "temperature_window", f"low must be < high, got [{lo}, {hi}]")
+        if self.dicom_window is not None:
+            check(self.dicom_window[0] < self.dicom_window[1], "dicom_window", "low must be < high")
+        if self.dicom_frame is not None:
+            check(self.dicom_frame >= 0, "dicom_frame", f"must be >= 0, got {self.dicom_frame}")
+        check(self.std > 0, "std", f"must be > 0, got {self.std}")
+        import matplotlib
+
+        if self.colormap not in matplotlib.colormaps:
+            raise FieldError("colormap", suggest(self.colormap, list(matplotlib.colormaps), "colormap"))
+        from medprune.data.augment import validate_augmentation
+
+        try:
+            validate_augmentation(self.augmentation)
+        except MedpruneError as exc:
+            raise FieldError("augmentation", str(exc)) from None
+
+
+@dataclass
+class ModelConfig:
+    """A registry model name and its keyword arguments (``num_classes``/``in_chans`` come from data)."""
+
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    pretrained: bool = False
+
+    def __post_init__(self) -> None:
+        from medprune.models import list_models, model_signature
+
+        if self.name not in list_models():
+            raise FieldError("name", suggest(self.name, list_models(), "model"))
+        params = model_signature(self.name).parameters
+        accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        for key in self.kwargs:
+            if key == "pretrained":
+                raise FieldError(f"kwargs.{key}", "set model.pretrained instead")
+            if not accepts_any and key not in params:
+                raise FieldError(f"kwargs.{key}", suggest(key, [p for p in params if p != "pretrained"],
+                                                          f"argument of {self.name}"))
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning-rate schedule, stepped once per epoch, with an optional linear warm-up."""
+
+    name: Literal["constant", "cosine", "step", "plateau"] = "constant"
+    warmup_epochs: int = 0
+    step_size: int = 10
+    gamma: float = 0.1
+    min_lr: float = 0.0
+    patience: int = 3
+
+    def __post_init__(self) -> None:
+        check(self.warmup_epochs >= 0, "warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
+        check(self.step_size >= 1, "step_size", f"must be >= 1, got {self.step_size}")
+        check(0 < self.gamma <= 1, "gamma", f"must be in (0, 1], got {self.gamma}")
+        check(self.min_lr >= 0, "min_lr", f"must be >= 0, got {self.min_lr}")
+        check(self.patience >= 0, "patience", f"must be >= 0, got {self.patience}")
+
+
+@dataclass
+class EarlyStoppingConfig:
+    """Which validation metric picks ``best.pt``, and when to stop (patience ``null`` = never)."""
+
+    metric: Literal[EARLY_STOPPING_METRICS] = "balanced_accuracy"  # type: ignore[valid-type]
+    patience: int | None = None
+    min_delta: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.patience is not None:
+            check(self.patience >= 1, "patience", f"must be >= 1 or null, got {self.patience}")
+        check(self.min_delta >= 0, "min_delta", f"must be >= 0, got {self.min_delta}")
+
+    @property
+    def maximize(self) -> bool:
+        """True unless the metric is the loss."""
+        return self.metric != "loss"
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser, schedule, class balancing and stopping rule."""
+
+    optimizer: Literal["sgdm", "adam", "adamw"] = "sgdm"
+    lr: float = 1e-4
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 10
+    epochs: int = 30
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    class_balance: Literal["none", "weighted_loss", "balanced_sampler"] = "none"
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    grad_clip: float | None = None
+    amp: bool = True
+    label_smoothing: float = 0.0
+    aux_weight: float = 0.4
+
+    def __post_init__(self) -> None:
+        check(self.lr > 0, "lr", f"must be > 0, got {self.lr:g}")
+        check(0 <= self.momentum < 1, "momentum", f"must be in [0, 1), got {self.momentum}")
+        check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
+        if self.grad_clip is not None:
+            check(self.grad_clip > 0, "grad_clip", f"must be > 0 or null, got {self.grad_clip}")
+        check(0 <= self.label_smoothing < 1, "label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
+        check(self.aux_weight >= 0, "aux_weight", f"must be >= 0, got {self.aux_weight}")
+        check(self.schedule.warmup_epochs < self.epochs or self.schedule.warmup_epochs == 0,
+              "schedule.warmup_epochs", f"must be < epochs ({self.epochs}), got {self.schedule.warmup_epochs}")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation: bootstrap confidence intervals by patient, patient-level aggregation."""
+
+    n_bootstrap: int = 1000
+    ci: float = 0.95
+    seed: int = 0
+    patient_aggregation: Literal["mean", "max"] = "mean"
+    batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        check(self.n_bootstrap >= 0, "n_bootstrap", f"must be >= 0, got {self.n_bootstrap}")
+        check(0 < self.ci < 1, "ci", f"must be in (0, 1), got {self.ci}")
+        if self.batch_size is not None:
+            check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+
+
+@dataclass
+class RuntimeConfig:
+    """Seed, device, data-loader workers, output folder."""
+
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    workers: int = 0
+    out_dir: str = "runs"
+    threads: int | None = None
+    deterministic: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        check(self.workers >= 0, "workers", f"must be >= 0, got {self.workers}")
+        if self.threads is not None:
+            check(self.threads >= 1, "threads", f"must be >= 1, got {self.threads}")
+
+
+@dataclass
+class ExperimentConfig:
+    """One experiment: data, model, optimisation, evaluation and runtime settings."""
+
+    data: DataConfig
+    model: ModelConfig
+    name: str | None = None
+    description: str = ""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    source: str | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for key, expected in (("num_classes", len(self.data.classes)),
+                              ("in_chans", 1 if self.data.channels == "gray" else 3)):
+            given = self.model.kwargs.get(key)
+            check(given is None or given == expected, f"model.kwargs.{key}",
+                  f"is set from data ({expected}); got {given}")
+        if self.name is not None:
+            check(bool(self.name) and "/" not in self.name and "\\" not in self.name, "name",
+                  f"must be a non-empty folder name, got {self.name!r}")
+
+    @property
+    def run_dir(self) -> Path:
+        """``<runtime.out_dir>/<name>``: where every stage of this experiment writes."""
+        return Path(self.runtime.out_dir) / (self.name or "experiment")
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """Registry kwargs with ``num_classes``/``in_chans``/``pretrained`` filled in from the config."""
+        kwargs = dict(self.model.kwargs)
+        kwargs["num_classes"] = len(self.data.classes)
+        kwargs["in_chans"] = 1 if self.data.channels == "gray" else 3
+        kwargs["pretrained"] = self.model.pretrained
+        return kwargs
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, YAML-safe dict of the resolved config (without ``source``)."""
+        plain = to_plain(self)
+        plain.pop("source", None)
+        return plain
+
+
+def _fail(source: str, exc: FieldError) -> ConfigError:
+    where = f"{exc.path}: " if exc.path else ""
+    return ConfigError(f"{source}: {where}{exc.message}")
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<config>") -> ExperimentConfig:
+    """Validate ``data`` into an :class:`ExperimentConfig`; errors name ``source`` and the key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the file must hold a mapping of sections, got {type(data).__name__}")
+    if "source" in data:
+        raise ConfigError(f"{source}: source: is set by medprune, remove it")
+    try:
+        config = build(ExperimentConfig, data)
+    except FieldError as exc:
+        raise _fail(source, exc) from None
+    config.source = source
+    if config.name is None:
+        config.name = Path(source).stem if source != "<config>" else "experiment"
+    return config
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str], source: str = "<config>") -> dict[str, Any]:
+    """Return a copy of ``data`` with ``key.path=value`` overrides applied (values parsed as YAML)."""
+    import copy
+
+    data = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"{source}: override {item!r}: expected key.path=value, e.g. optim.lr=0.001")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{source}: override {item!r}: value is not valid YAML ({exc})") from None
+        node = data
+        parts = key.split(".")
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"{source}: {'.'.join(parts[: i + 1])}: is not a section, cannot set {key}")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Load, override and validate the YAML experiment config at ``path``.
+
+    Raises :class:`ConfigError` naming the file and key path for any problem.
+    """
+    path = Path(path)
+    source = str(path)
+    if not path.is_file():
+        raise ConfigError(f"{source}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise ConfigError(f"{source}: {where}not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: cannot read ({exc})") from None
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the file must hold a mapping of sections, got {type(data).__name__}")
+    if overrides:
+        data = apply_overrides(data, overrides, source)
+    return config_from_dict(data, source)
+
+
+def save_config(config: ExperimentConfig, path: str | Path) -> Path:
+    """Write the resolved config as YAML (atomically); it loads back to an equal config."""
+    text = yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=None)
+    return atomic_write_text(path, text)
+
+
+def replace(config: ExperimentConfig, **changes: Any) -> ExperimentConfig:
+    """``dataclasses.replace`` for configs (keeps ``source``)."""
+    new = dataclasses.replace(config, **changes)
+    new.source = config.source
+    return new
