@@ -1,0 +1,24 @@
+"""Evaluation metrics: per-class classification metrics with patient-level bootstrap intervals.
+
+See :func:`classification_metrics` for the metrics.json schema (DESIGN.md §2).
+"""
+
+from __future__ import annotations
+
+from medprune.metrics.classification import (
+    PER_CLASS_METRICS,
+    SUMMARY_METRICS,
+    ClassificationMetrics,
+    classification_metrics,
+)
+from medprune.metrics.predictions import Predictions, read_predictions_csv, write_predictions_csv
+
+__all__ = [
+    "classification_metrics",
+    "ClassificationMetrics",
+    "PER_CLASS_METRICS",
+    "SUMMARY_METRICS",
+    "Predictions",
+    "write_predictions_csv",
+    "read_predictions_csv",
+]

@@ -1,0 +1,478 @@
+"""Per-class classification metrics with patient-level bootstrap confidence intervals.
+
+A clinical ML engineer answers for the sensitivity of the minority ("sick", "plaque") class, not
+for mean accuracy, and for how sure that number is. This module computes, per class and one-vs-rest,
+sensitivity, specificity, PPV, NPV, F1, ROC AUC and support, the summaries (accuracy, balanced
+accuracy, macro F1, worst-class sensitivity, macro AUC), the confusion matrix and the expected
+calibration error — and a percentile bootstrap interval for every one of them.
+
+The bootstrap resamples **patients**, not images: images of one patient are correlated (DMR-IR has
+~20 frames per patient), so resampling images would make intervals far too narrow. The same
+patients drawn for a replicate are used for the image-level and the patient-level section.
+
+Undefined values (0/0, an AUC with a class missing) are ``None`` in the result — never ``NaN`` —
+so the dict serialises to valid JSON (``metrics.json``, schema in DESIGN.md §2).
+
+Example::
+
+    result = classification_metrics(y_true, probs, ["healthy", "sick"], patient_ids=pids)
+    result["per_class"]["sick"]["sensitivity"], result["ci"]["per_class.sick.sensitivity"]
+
+    metric = ClassificationMetrics(["healthy", "sick"])
+    for batch in loader:
+        metric.update(model(batch.x).softmax(1), batch.y, patient_ids=batch.patient_ids)
+    result = metric.aggregate()
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal, Union
+
+import numpy as np
+
+from medprune.errors import DataError
+from medprune.metrics import _bootstrap as bs
+from medprune.metrics.predictions import Predictions, as_sample_ids
+from medprune.registry import suggest
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["classification_metrics", "ClassificationMetrics", "PER_CLASS_METRICS", "SUMMARY_METRICS"]
+
+logger = logging.getLogger(__name__)
+
+ArrayLike = Union[np.ndarray, "torch.Tensor", Sequence[float], Sequence[int]]
+
+PER_CLASS_METRICS = ("sensitivity", "specificity", "ppv", "npv", "f1", "auc")
+"""Keys of each ``per_class`` entry that get a confidence interval (``support`` does not)."""
+
+SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "worst_class_sensitivity", "macro_auc", "ece")
+"""Top-level scalar metrics, each with a confidence interval."""
+
+_AGGREGATIONS = ("mean", "max")
+# Softmax in float32 sums to 1 within ~1e-6; 1e-3 only tolerates rounding in stored CSVs.
+_ROW_SUM_TOL = 1e-3
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    """Accept numpy arrays, torch tensors (any device, with grad) and sequences."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _check_classes(classes: Sequence[str]) -> list[str]:
+    names = list(classes)
+    if len(names) < 2:
+        raise DataError(f"classes: need at least 2 class names, got {names!r}")
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or not name:
+            raise DataError(f"classes[{i}]: class names must be non-empty strings, got {name!r}")
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise DataError(f"classes: duplicate class names {dupes}")
+    return names
+
+
+def _check_options(
+    n_bootstrap: int, ci: float, patient_aggregation: str, ece_bins: int, min_defined_fraction: float
+) -> None:
+    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, (int, np.integer)) or n_bootstrap < 0:
+        raise DataError(f"n_bootstrap: must be an integer >= 0 (0 disables intervals), got {n_bootstrap!r}")
+    if not isinstance(ci, (float, int)) or not 0.0 < float(ci) < 1.0:
+        raise DataError(f"ci: confidence level must lie strictly between 0 and 1 (e.g. 0.95), got {ci!r}")
+    if patient_aggregation not in _AGGREGATIONS:
+        raise DataError("patient_aggregation: " + suggest(str(patient_aggregation), _AGGREGATIONS, "aggregation"))
+    if isinstance(ece_bins, bool) or not isinstance(ece_bins, (int, np.integer)) or ece_bins < 1:
+        raise DataError(f"ece_bins: must be an integer >= 1, got {ece_bins!r}")
+    if not isinstance(min_defined_fraction, (float, int)) or not 0.0 <= float(min_defined_fraction) <= 1.0:
+        raise DataError(f"min_defined_fraction: must lie in [0, 1], got {min_defined_fraction!r}")
+
+
+def _check_labels(y_true: Any, k: int, classes: list[str]) -> np.ndarray:
+    y = _to_numpy(y_true)
+    if y.ndim != 1:
+        raise DataError(f"y_true: expected a 1-D array of class indices, got shape {tuple(y.shape)}")
+    if y.dtype == bool:
+        y = y.astype(np.int64)
+    if not np.issubdtype(y.dtype, np.integer):
+        if not np.issubdtype(y.dtype, np.floating) or not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
+            raise DataError(f"y_true: expected integer class indices, got dtype {y.dtype}")
+        y = y.astype(np.int64)
+    bad = np.flatnonzero((y < 0) | (y >= k))
+    if bad.size:
+        i = int(bad[0])
+        raise DataError(
+            f"y_true: label {int(y[i])} at sample {i} is out of range for {k} classes {classes} "
+            f"(valid: 0..{k - 1}); {bad.size} sample(s) affected"
+        )
+    return y.astype(np.int64, copy=False)
+
+
+def _check_probs(probs: Any, n: int, k: int, classes: list[str]) -> np.ndarray:
+    p = _to_numpy(probs)
+    if p.ndim != 2 or p.shape[1] != k:
+        raise DataError(f"probs: expected shape (N, {k}) for classes {classes}, got {tuple(p.shape)}")
+    if p.shape[0] != n:
+        raise DataError(f"probs: has {p.shape[0]} rows but y_true has {n} labels")
+    if not np.issubdtype(p.dtype, np.number):
+        raise DataError(f"probs: expected numbers, got dtype {p.dtype}")
+    p = p.astype(np.float64)
+    if not np.all(np.isfinite(p)):
+        i = int(np.flatnonzero(~np.isfinite(p).all(axis=1))[0])
+        raise DataError(f"probs: row {i} holds NaN or inf: {p[i].tolist()}")
+    if np.any(p < 0):
+        i = int(np.flatnonzero((p < 0).any(axis=1))[0])
+        raise DataError(f"probs: row {i} has negative values {p[i].tolist()}; did you pass logits? apply softmax first")
+    sums = p.sum(axis=1)
+    off = np.flatnonzero(np.abs(sums - 1.0) > _ROW_SUM_TOL)
+    if off.size:
+        i = int(off[0])
+        raise DataError(
+            f"probs: row {i} sums to {sums[i]:.6g}, not 1 ({off.size} row(s) affected); "
+            "did you pass logits? apply softmax first"
+        )
+    return p
+
+
+def _check_ids(ids: Any, n: int, name: str) -> np.ndarray:
+    if isinstance(ids, (str, bytes)):
+        raise DataError(f"{name}: expected one id per sample, got a single string {ids!r}")
+    values = list(_to_numpy(ids).tolist()) if hasattr(ids, "detach") else list(ids)
+    if len(values) != n:
+        raise DataError(f"{name}: has {len(values)} entries but there are {n} samples")
+    out = []
+    for i, v in enumerate(values):
+        if v is None or (isinstance(v, float) and math.isnan(v)) or str(v) == "":
+            raise DataError(f"{name}: sample {i} has no id ({v!r})")
+        out.append(str(v))
+    return np.asarray(out, dtype=object)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def _none_if_nan(x: float) -> float | None:
+    return None if math.isnan(x) else float(x)
+
+
+def _aggregate_patients(
+    y: np.ndarray, probs: np.ndarray, unit: np.ndarray, n_units: int, how: str
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Patient-level labels and probabilities.
+
+    Probabilities: per-class mean or max over the patient's images, renormalised to sum 1.
+    Label: the most frequent image label; ties go to the lower class index. Returns
+    ``(y_patient, probs_patient, n_mixed_label_patients)``.
+    """
+    k = probs.shape[1]
+    label_counts = np.zeros((n_units, k), dtype=np.int64)
+    np.add.at(label_counts, (unit, y), 1)
+    y_pat = label_counts.argmax(axis=1)
+    n_mixed = int(((label_counts > 0).sum(axis=1) > 1).sum())
+    if how == "mean":
+        sums = np.zeros((n_units, k))
+        np.add.at(sums, unit, probs)
+        agg = sums / label_counts.sum(axis=1, keepdims=True)
+    else:
+        agg = np.zeros((n_units, k))
+        np.maximum.at(agg, unit, probs)
+    agg = agg / agg.sum(axis=1, keepdims=True)
+    return y_pat, agg, n_mixed
+
+
+def _evaluate_level(
+    y: np.ndarray,
+    probs: np.ndarray,
+    unit: np.ndarray,
+    n_units: int,
+    classes: list[str],
+    mult: np.ndarray | None,
+    level: float,
+    ece_bins: int,
+    min_defined_fraction: float,
+) -> dict[str, Any]:
+    """Point estimates (and intervals when ``mult`` is given) for one level: images or patients.
+
+    Point estimates use the same code path as the replicates with every unit drawn once, so the
+    two can never disagree on a definition.
+    """
+    k = len(classes)
+    pred = probs.argmax(axis=1)
+    conf = probs.max(axis=1)
+    unit_cm = bs.per_unit_confusion(y, pred, unit, n_units, k)
+    ece_stats = bs.per_unit_ece(conf, pred == y, unit, n_units, ece_bins)
+
+    def compute(m: np.ndarray) -> dict[str, np.ndarray]:
+        cm = bs.replicate_confusion(m, unit_cm, k)
+        out = bs.metrics_from_confusion(cm)
+        out["auc"] = bs.replicate_auc(m, unit, probs, y)
+        out["ece"] = bs.replicate_ece(m, ece_stats)
+        out["confusion_matrix"] = cm
+        return out
+
+    point = compute(np.ones((1, n_units), dtype=np.int64))
+    # Summaries average over the classes for which the metric is defined on the full data.
+    masks = {name: ~np.isnan(point[name][0]) for name in ("sensitivity", "f1", "auc")}
+
+    def summaries(v: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {
+            "accuracy": v["accuracy"],
+            "balanced_accuracy": bs.summary_over_classes(v["sensitivity"], masks["sensitivity"], "mean"),
+            "macro_f1": bs.summary_over_classes(v["f1"], masks["f1"], "mean"),
+            "worst_class_sensitivity": bs.summary_over_classes(v["sensitivity"], masks["sensitivity"], "min"),
+            "macro_auc": bs.summary_over_classes(v["auc"], masks["auc"], "mean"),
+            "ece": v["ece"],
+        }
+
+    point_summary = summaries(point)
+    result: dict[str, Any] = {
+        "per_class": {
+            name: {
+                **{m: _none_if_nan(point[m][0, c]) for m in PER_CLASS_METRICS},
+                "support": int(point["support"][0, c]),
+            }
+            for c, name in enumerate(classes)
+        },
+        **{m: _none_if_nan(point_summary[m][0]) for m in SUMMARY_METRICS if m != "ece"},
+        "confusion_matrix": point["confusion_matrix"][0].astype(int).tolist(),
+        "ece": _none_if_nan(point_summary["ece"][0]),
+        "ci": {},
+    }
+    if mult is None:
+        return result
+
+    reps = compute(mult)
+    rep_summary = summaries(reps)
+    ci: dict[str, list[float] | None] = {
+        m: bs.percentile_interval(rep_summary[m], level, min_defined_fraction) for m in SUMMARY_METRICS
+    }
+    for c, name in enumerate(classes):
+        for m in PER_CLASS_METRICS:
+            ci[f"per_class.{name}.{m}"] = bs.percentile_interval(reps[m][:, c], level, min_defined_fraction)
+    result["ci"] = ci
+    return result
+
+
+def classification_metrics(
+    y_true: ArrayLike,
+    probs: ArrayLike,
+    classes: Sequence[str],
+    *,
+    patient_ids: Sequence[str] | None = None,
+    n_bootstrap: int = 1000,
+    ci: float = 0.95,
+    seed: int = 0,
+    patient_aggregation: Literal["mean", "max"] = "mean",
+    ece_bins: int = 15,
+    min_defined_fraction: float = 0.1,
+) -> dict[str, Any]:
+    """Per-class metrics, summaries, confusion matrix, ECE and bootstrap intervals (metrics.json).
+
+    Args:
+        y_true: ``(N,)`` integer class indices into ``classes``.
+        probs: ``(N, K)`` class probabilities, rows summing to 1 (apply softmax to logits first);
+            the prediction is the arg-max.
+        classes: the ``K`` class names, in the column order of ``probs``.
+        patient_ids: one id per image. Intervals then resample patients and a ``patient`` section
+            evaluates one aggregated prediction per patient. Without ids each image is its own
+            patient and ``bootstrap_unit`` says ``"sample"``.
+        n_bootstrap: number of bootstrap replicates; 0 disables intervals (``ci == {}``).
+        ci: confidence level of the percentile intervals.
+        seed: seed of the local ``numpy.random.default_rng`` drawing the replicates.
+        patient_aggregation: how a patient's image probabilities are combined, per class:
+            ``"mean"`` or ``"max"`` (then renormalised to sum 1).
+        ece_bins: number of equal-width confidence bins of the expected calibration error.
+        min_defined_fraction: an interval is ``None`` when the metric is defined in fewer than
+            this share of replicates (replicates where it is undefined are dropped).
+
+    Returns:
+        A JSON-ready dict: ``n_samples``, ``n_patients``, ``classes``, ``per_class`` (sensitivity,
+        specificity, ppv, npv, f1, auc, support per class), ``accuracy``, ``balanced_accuracy``,
+        ``macro_f1``, ``worst_class_sensitivity``, ``macro_auc``, ``confusion_matrix`` (rows =
+        true class), ``ece``, ``ci`` (``{"accuracy": [lo, hi], "per_class.sick.sensitivity":
+        [lo, hi], ...}``), ``ci_level``, ``n_bootstrap``, ``bootstrap_unit`` and ``patient``
+        (the same keys at patient level plus ``n_mixed_label_patients`` and ``aggregation``).
+        Undefined values are ``None``. Summaries over classes (balanced accuracy, macro F1,
+        worst-class sensitivity, macro AUC) use the classes for which the metric is defined.
+
+    Raises:
+        DataError: on mismatched lengths, ``probs`` not ``(N, len(classes))`` or not
+            probabilities, labels out of range, missing patient ids or bad options.
+    """
+    names = _check_classes(classes)
+    _check_options(n_bootstrap, ci, patient_aggregation, ece_bins, min_defined_fraction)
+    k = len(names)
+    y = _check_labels(y_true, k, names)
+    n = y.shape[0]
+    if n == 0:
+        raise DataError("y_true: no samples to evaluate")
+    p = _check_probs(probs, n, k, names)
+    if patient_ids is None:
+        unit, n_units, unit_name = np.arange(n), n, "sample"
+    else:
+        ids = _check_ids(patient_ids, n, "patient_ids")
+        _, unit = np.unique(ids.astype(str), return_inverse=True)
+        unit = unit.reshape(-1).astype(np.int64)
+        n_units, unit_name = int(unit.max()) + 1, "patient"
+
+    start = time.perf_counter()
+    mult = None
+    if n_bootstrap > 0:
+        mult = bs.draw_multiplicities(n_units, int(n_bootstrap), np.random.default_rng(seed))
+    level = float(ci)
+    image = _evaluate_level(y, p, unit, n_units, names, mult, level, ece_bins, min_defined_fraction)
+
+    y_pat, p_pat, n_mixed = _aggregate_patients(y, p, unit, n_units, patient_aggregation)
+    if n_mixed:
+        logger.warning("%d of %d patients have images of different labels; patient label = majority", n_mixed, n_units)
+    patient_unit = np.arange(n_units)
+    patient = _evaluate_level(y_pat, p_pat, patient_unit, n_units, names, mult, level, ece_bins, min_defined_fraction)
+    logger.debug(
+        "classification_metrics: N=%d P=%d K=%d B=%d in %.3f s", n, n_units, k, n_bootstrap, time.perf_counter() - start
+    )
+
+    return {
+        "n_samples": n,
+        "n_patients": n_units,
+        "classes": names,
+        **image,
+        "ci_level": level,
+        "n_bootstrap": int(n_bootstrap),
+        "bootstrap_unit": unit_name,
+        "patient": {
+            "n_samples": n_units,
+            "n_mixed_label_patients": n_mixed,
+            "aggregation": patient_aggregation,
+            **patient,
+        },
+    }
+
+
+# ----------------------------------------------------------------------------- accumulator
+
+
+class ClassificationMetrics:
+    """Accumulate predictions batch by batch, then compute :func:`classification_metrics`.
+
+    MONAI-style: ``update`` per batch, ``aggregate`` once, ``reset`` to start again. Inputs are
+    validated per batch so a bad batch fails where it happens. Patient ids must be given for
+    every batch or for none; sample ids, when given, must be unique across batches — duplicates
+    (e.g. from a padded distributed sampler) raise rather than being counted twice.
+
+    Example::
+
+        metric = ClassificationMetrics(["healthy", "sick"], n_bootstrap=1000)
+        metric.update(probs, labels, patient_ids=pids, sample_ids=idx)
+        result = metric.aggregate()
+    """
+
+    def __init__(
+        self,
+        classes: Sequence[str],
+        *,
+        n_bootstrap: int = 1000,
+        ci: float = 0.95,
+        seed: int = 0,
+        patient_aggregation: Literal["mean", "max"] = "mean",
+        ece_bins: int = 15,
+        min_defined_fraction: float = 0.1,
+    ) -> None:
+        self.classes = _check_classes(classes)
+        _check_options(n_bootstrap, ci, patient_aggregation, ece_bins, min_defined_fraction)
+        self.n_bootstrap = int(n_bootstrap)
+        self.ci = float(ci)
+        self.seed = seed
+        self.patient_aggregation = patient_aggregation
+        self.ece_bins = int(ece_bins)
+        self.min_defined_fraction = min_defined_fraction
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every accumulated batch."""
+        self._probs: list[np.ndarray] = []
+        self._y: list[np.ndarray] = []
+        self._patients: list[np.ndarray] = []
+        self._samples: list[np.ndarray] = []
+        self._n_batches = 0
+
+    @property
+    def n_samples(self) -> int:
+        """Number of samples accumulated so far."""
+        return int(sum(len(y) for y in self._y))
+
+    def update(
+        self,
+        probs: ArrayLike,
+        y_true: ArrayLike,
+        patient_ids: Sequence[str] | None = None,
+        sample_ids: Sequence[str | int] | None = None,
+    ) -> None:
+        """Add one batch: ``probs`` ``(B, K)`` probabilities and ``y_true`` ``(B,)`` labels."""
+        batch = self._n_batches
+        k = len(self.classes)
+        try:
+            y = _check_labels(y_true, k, self.classes)
+            p = _check_probs(probs, y.shape[0], k, self.classes)
+            pids = None if patient_ids is None else _check_ids(patient_ids, y.shape[0], "patient_ids")
+            sids = None if sample_ids is None else _check_ids(sample_ids, y.shape[0], "sample_ids")
+        except DataError as err:
+            raise DataError(f"batch {batch}: {err}") from None
+        if batch > 0 and (pids is None) != (not self._patients):
+            raise DataError(f"batch {batch}: patient_ids must be given for every batch or for none")
+        if batch > 0 and (sids is None) != (not self._samples):
+            raise DataError(f"batch {batch}: sample_ids must be given for every batch or for none")
+        self._y.append(y)
+        self._probs.append(p)
+        if pids is not None:
+            self._patients.append(pids)
+        if sids is not None:
+            self._samples.append(sids)
+        self._n_batches += 1
+
+    def predictions(self) -> Predictions:
+        """The accumulated predictions, e.g. to write with :func:`write_predictions_csv`."""
+        if not self._y:
+            raise DataError("ClassificationMetrics: no batches accumulated; call update() first")
+        n = self.n_samples
+        sample_ids = as_sample_ids(np.concatenate(self._samples)) if self._samples else np.arange(n)
+        if self._samples:
+            uniq, counts = np.unique(sample_ids.astype(str), return_counts=True)
+            if (counts > 1).any():
+                dupes = uniq[counts > 1]
+                raise DataError(
+                    f"sample_ids: {dupes.size} sample(s) seen more than once, e.g. {dupes[:5].tolist()}; "
+                    "drop the padding duplicates of a distributed sampler before updating"
+                )
+        return Predictions(
+            sample_ids=sample_ids,
+            paths=None,
+            patient_ids=np.concatenate(self._patients) if self._patients else None,
+            y_true=np.concatenate(self._y),
+            probs=np.concatenate(self._probs),
+            classes=list(self.classes),
+        )
+
+    def aggregate(self) -> dict[str, Any]:
+        """Metrics over every accumulated batch; same result as :func:`classification_metrics`."""
+        pred = self.predictions()
+        return classification_metrics(
+            pred.y_true,
+            pred.probs,
+            self.classes,
+            patient_ids=None if pred.patient_ids is None else list(pred.patient_ids),
+            n_bootstrap=self.n_bootstrap,
+            ci=self.ci,
+            seed=self.seed,
+            patient_aggregation=self.patient_aggregation,
+            ece_bins=self.ece_bins,
+            min_defined_fraction=self.min_defined_fraction,
+        )
