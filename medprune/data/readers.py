@@ -1,0 +1,355 @@
+"""Read one sample file into a float32 array in [0, 1].
+
+Supported formats (chosen by file suffix, case-insensitive):
+
+``.png .jpg .jpeg .tif .tiff``
+    Read with Pillow. 8-bit images are divided by 255, 16-bit images by 65535, 32-bit float
+    images follow the ``.npy`` float rule below. RGBA, LA and palette images are converted to RGB
+    (alpha dropped) or gray; 1-bit images map to {0, 1}.
+``.npy``
+    A 2-D ``(H, W)`` or ``(H, W, 3)`` array (``(H, W, 1)`` is squeezed). ``uint8`` is divided by
+    255 and ``uint16`` by 65535; any other integer, boolean or float array is cast to float and
+    kept as is when all values already lie in [0, 1], otherwise **min–max normalised per image**
+    (a constant image becomes all zeros). Use ``.txt`` temperature matrices or images with a
+    fixed bit depth where absolute intensities matter.
+``.txt``
+    A DMR-style temperature matrix: one image row per line, values in °C separated by
+    whitespace, ``,`` or ``;``; text after ``#`` is a comment. When a file uses ``;`` as
+    separator, ``,`` is read as a decimal comma. Temperatures are mapped linearly from
+    ``ReaderOptions.temperature_window`` (default 24–38 °C; YAML ``data.temperature_window``)
+    onto [0, 1] and clipped, so the same temperature gives the same intensity in every image —
+    unlike per-image min–max, which would erase the absolute warmth a lesion shows.
+``.dcm .dicom``
+    Read with pydicom. ``RescaleSlope``/``RescaleIntercept`` are applied first; values are then
+    mapped from ``ReaderOptions.dicom_window`` onto [0, 1] (clipped), or min–max normalised per
+    image when no window is set. ``MONOCHROME1`` images (where high values are dark) are
+    inverted after normalisation so bright always means high signal. Multi-frame files need
+    ``ReaderOptions.dicom_frame`` (YAML ``data.dicom_frame``); single-frame files ignore it.
+
+Every failure raises :class:`SampleReadError` (a :class:`~medprune.errors.DataError`) whose message
+names the file and the reason.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from medprune.errors import ConfigError, DataError
+from medprune.registry import suggest
+
+if TYPE_CHECKING:
+    from matplotlib.colors import Colormap
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "MIN_SIZE",
+    "SUPPORTED_SUFFIXES",
+    "ReaderOptions",
+    "SampleReadError",
+    "read_sample",
+    "to_channels",
+]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+SUPPORTED_SUFFIXES = IMAGE_SUFFIXES + (".npy", ".txt", ".dcm", ".dicom")
+MIN_SIZE = 8
+"""Smallest accepted height and width; anything smaller is almost certainly a broken file."""
+
+_BT601 = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+@dataclass
+class ReaderOptions:
+    """How raw sample values are mapped to [0, 1].
+
+    Attributes:
+        temperature_window: ``(low, high)`` in °C mapped to [0, 1] for ``.txt`` temperature
+            matrices; values outside are clipped. YAML: ``data.temperature_window``.
+        dicom_window: ``(low, high)`` after DICOM rescale slope/intercept, or ``None`` for
+            per-image min–max. YAML: ``data.dicom_window``.
+        dicom_frame: frame index to read from multi-frame DICOM files. YAML: ``data.dicom_frame``.
+    """
+
+    temperature_window: tuple[float, float] = (24.0, 38.0)
+    dicom_window: tuple[float, float] | None = None
+    dicom_frame: int | None = None
+
+    def __post_init__(self) -> None:
+        self.temperature_window = _check_window(self.temperature_window, "data.temperature_window")
+        if self.dicom_window is not None:
+            self.dicom_window = _check_window(self.dicom_window, "data.dicom_window")
+        if self.dicom_frame is not None and (
+            isinstance(self.dicom_frame, bool) or not isinstance(self.dicom_frame, int) or self.dicom_frame < 0
+        ):
+            raise ConfigError(f"data.dicom_frame: expected a frame index >= 0, got {self.dicom_frame!r}")
+
+
+def _check_window(window: object, key: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in window)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: expected [low, high], got {window!r}") from None
+    if not (np.isfinite(low) and np.isfinite(high) and low < high):
+        raise ConfigError(f"{key}: expected finite low < high, got [{low}, {high}]")
+    return (low, high)
+
+
+class SampleReadError(DataError):
+    """A sample file cannot be read; ``path`` and ``reason`` are kept for bad-sample reports."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = Path(path)
+        self.reason = reason
+
+
+def read_sample(path: Path, options: ReaderOptions | None = None) -> np.ndarray:
+    """Read ``path`` as float32 in [0, 1], shaped ``(H, W)`` or ``(H, W, 3)``.
+
+    The format is chosen by suffix (see the module docstring for each format's normalisation).
+    Raises :class:`SampleReadError` naming the file for a missing, zero-byte, unreadable or
+    corrupt file, an unsupported suffix, NaN/inf values, or a shape other than ``(H, W)`` /
+    ``(H, W, 3)`` with ``H, W >= 8``.
+
+    Example::
+
+        img = read_sample(Path("P0001/frontal.txt"), ReaderOptions(temperature_window=(25, 37)))
+    """
+    path = Path(path)
+    options = options or ReaderOptions()
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise SampleReadError(
+            path, f"unsupported file type {path.suffix or '(no suffix)'!r}; supported: {', '.join(SUPPORTED_SUFFIXES)}"
+        )
+    if not path.is_file():
+        raise SampleReadError(path, "file not found" if not path.exists() else "not a regular file")
+    if path.stat().st_size == 0:
+        raise SampleReadError(path, "zero-byte file")
+    if suffix in IMAGE_SUFFIXES:
+        img = _read_image(path)
+    elif suffix == ".npy":
+        img = _read_npy(path)
+    elif suffix == ".txt":
+        img = _read_temperature_txt(path, options.temperature_window)
+    else:
+        img = _read_dicom(path, options)
+    return _check_output(path, img)
+
+
+def _check_output(path: Path, img: np.ndarray) -> np.ndarray:
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 3)):
+        raise SampleReadError(path, f"wrong shape {tuple(img.shape)}; expected (H, W) or (H, W, 3)")
+    if img.shape[0] < MIN_SIZE or img.shape[1] < MIN_SIZE:
+        raise SampleReadError(path, f"image {img.shape[0]}x{img.shape[1]} is smaller than {MIN_SIZE}x{MIN_SIZE}")
+    if not np.isfinite(img).all():
+        raise SampleReadError(path, "contains NaN or infinite values")
+    return np.ascontiguousarray(img, dtype=np.float32)
+
+
+def _minmax(arr: np.ndarray) -> np.ndarray:
+    low, high = float(arr.min()), float(arr.max())
+    if high <= low:
+        return np.zeros(arr.shape, dtype=np.float32)
+    return ((arr - low) / (high - low)).astype(np.float32)
+
+
+def _window(arr: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    low, high = window
+    return np.clip((arr - low) / (high - low), 0.0, 1.0).astype(np.float32)
+
+
+def _float_rule(path: Path, arr: np.ndarray) -> np.ndarray:
+    """Integer/bool/float arrays: keep values already in [0, 1], otherwise min–max per image."""
+    arr = arr.astype(np.float64)
+    if arr.size and not np.isfinite(arr).all():
+        raise SampleReadError(path, "contains NaN or infinite values")
+    if arr.size and (arr.min() < 0.0 or arr.max() > 1.0):
+        return _minmax(arr)
+    return arr.astype(np.float32)
+
+
+def _scale_integer(path: Path, arr: np.ndarray) -> np.ndarray:
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) / 255.0
+    if arr.dtype == np.uint16:
+        return arr.astype(np.float32) / 65535.0
+    return _float_rule(path, arr)
+
+
+def _read_image(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            if mode == "P":
+                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+                mode = im.mode
+            if mode in ("RGBA", "CMYK", "YCbCr", "LAB", "HSV", "RGBX", "RGBa"):
+                im = im.convert("RGB")
+            elif mode in ("LA", "La", "PA"):
+                im = im.convert("L")
+            mode = im.mode
+            arr = np.asarray(im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise SampleReadError(path, f"unreadable or corrupt image ({exc})") from exc
+    if mode == "1":
+        return arr.astype(np.float32)
+    if mode.startswith("I;16"):
+        return arr.astype(np.float32) / 65535.0
+    if mode == "I":
+        # Pillow opens some 16-bit files as 32-bit "I": keep the 16-bit scale when it fits.
+        if arr.size and arr.min() >= 0 and arr.max() <= 65535:
+            return arr.astype(np.float32) / 65535.0
+        return _float_rule(path, arr)
+    if mode == "F":
+        return _float_rule(path, arr)
+    return _scale_integer(path, arr)
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise SampleReadError(path, f"unreadable or corrupt .npy file ({exc})") from exc
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf":
+        raise SampleReadError(path, f"expected a numeric array, got dtype {getattr(arr, 'dtype', type(arr))}")
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)):
+        raise SampleReadError(path, f"wrong shape {tuple(arr.shape)}; expected (H, W) or (H, W, 3)")
+    return _scale_integer(path, arr)
+
+
+def _read_temperature_txt(path: Path, window: tuple[float, float]) -> np.ndarray:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SampleReadError(path, f"unreadable text file ({exc})") from exc
+    if ";" in text:
+        text = text.replace(",", ".").replace(";", " ")
+    else:
+        text = text.replace(",", " ")
+    if not any(line.split("#", 1)[0].strip() for line in text.splitlines()):
+        raise SampleReadError(path, "no temperature values (file is blank)")
+    try:
+        # numpy's C parser is ~2x faster than splitting in Python (DMR frames are 640x480).
+        temps = np.loadtxt(io.StringIO(text), dtype=np.float64, ndmin=2)
+    except ValueError as exc:
+        _diagnose_matrix(path, text)
+        raise SampleReadError(path, f"cannot parse temperature matrix ({exc})") from None
+    if not np.isfinite(temps).all():
+        raise SampleReadError(path, "temperature matrix contains NaN or infinite values")
+    if temps.shape[0] < MIN_SIZE or temps.shape[1] < MIN_SIZE:
+        raise SampleReadError(
+            path, f"temperature matrix {temps.shape[0]}x{temps.shape[1]} is smaller than {MIN_SIZE}x{MIN_SIZE}"
+        )
+    return _window(temps, window)
+
+
+def _diagnose_matrix(path: Path, text: str) -> None:
+    """Raise a precise error (file line, value) for a matrix numpy refused to parse."""
+    width = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        tokens = line.split("#", 1)[0].split()
+        if not tokens:
+            continue
+        if width is None:
+            width, first = len(tokens), number
+        elif len(tokens) != width:
+            raise SampleReadError(
+                path, f"ragged temperature matrix: line {number} has {len(tokens)} values, line {first} has {width}"
+            )
+        for token in tokens:
+            try:
+                float(token)
+            except ValueError:
+                raise SampleReadError(path, f"non-numeric value {token!r} on line {number}") from None
+
+
+def _read_dicom(path: Path, options: ReaderOptions) -> np.ndarray:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(path)
+    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+        raise SampleReadError(path, f"corrupt or not a DICOM file ({exc})") from exc
+    if "PixelData" not in ds:
+        raise SampleReadError(path, "DICOM file has no pixel data")
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    try:
+        pixels = ds.pixel_array
+    # pydicom's pixel handlers raise many unrelated types (missing codec, truncated data, bad
+    # tags); each becomes a DataError naming the file, never swallowed.
+    except Exception as exc:  # noqa: BLE001
+        raise SampleReadError(path, f"corrupt DICOM pixel data ({type(exc).__name__}: {exc})") from exc
+    if frames > 1:
+        if options.dicom_frame is None:
+            raise SampleReadError(path, f"multi-frame DICOM with {frames} frames; set data.dicom_frame")
+        if options.dicom_frame >= frames:
+            raise SampleReadError(
+                path, f"data.dicom_frame={options.dicom_frame} but the DICOM has {frames} frames (0..{frames - 1})"
+            )
+        pixels = pixels[options.dicom_frame]
+    samples_per_pixel = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
+    if samples_per_pixel == 3:
+        bits = int(getattr(ds, "BitsStored", 8) or 8)
+        return pixels.astype(np.float32) / float(2**bits - 1)
+    values = pixels.astype(np.float64)
+    slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
+    intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
+    values = values * slope + intercept
+    img = _window(values, options.dicom_window) if options.dicom_window else _minmax(values)
+    if photometric == "MONOCHROME1":
+        img = 1.0 - img
+    return img
+
+
+def to_channels(img: np.ndarray, channels: Literal["gray", "color"], colormap: str = "inferno") -> np.ndarray:
+    """Return ``img`` as ``(H, W, 1)`` (gray) or ``(H, W, 3)`` (color) float32.
+
+    * gray from RGB: ITU-R BT.601 luminance ``0.299 R + 0.587 G + 0.114 B``.
+    * color from a single channel: the matplotlib ``colormap`` applied to the [0, 1] values.
+      A colour thermogram *is* a palette-rendered temperature map, so rendering a temperature
+      matrix through a palette reproduces what a camera's colour export shows (256 levels).
+    * color from RGB and gray from gray are returned unchanged (with the channel axis).
+
+    Example::
+
+        to_channels(read_sample(p, opts), "color", colormap="jet").shape  # (H, W, 3)
+    """
+    if channels not in ("gray", "color"):
+        raise ConfigError(suggest(str(channels), ["gray", "color"], "channels"))
+    arr = np.asarray(img, dtype=np.float32)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim == 3 and arr.shape[2] == 3:
+        if channels == "color":
+            return np.ascontiguousarray(arr)
+        return np.ascontiguousarray((arr @ _BT601)[:, :, None], dtype=np.float32)
+    if arr.ndim != 2:
+        raise DataError(f"to_channels: expected (H, W) or (H, W, 3), got shape {tuple(arr.shape)}")
+    if channels == "gray":
+        return arr[:, :, None].copy()
+    rgba = _colormap(colormap)(np.clip(arr, 0.0, 1.0))
+    return np.ascontiguousarray(rgba[:, :, :3], dtype=np.float32)
+
+
+def _colormap(name: str) -> Colormap:
+    import matplotlib
+
+    try:
+        return matplotlib.colormaps[name]
+    except KeyError:
+        raise ConfigError(suggest(name, list(matplotlib.colormaps), "colormap")) from None
