@@ -224,6 +224,8 @@ class OptimConfig:
             check(self.grad_clip > 0, "grad_clip", f"must be > 0 or null, got {self.grad_clip}")
         check(0 <= self.label_smoothing < 1, "label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
         check(self.aux_weight >= 0, "aux_weight", f"must be >= 0, got {self.aux_weight}")
+        check(not (self.schedule.name == "plateau" and self.schedule.warmup_epochs > 0), "schedule.warmup_epochs",
+              "warm-up is not available with the plateau schedule; set it to 0 or use cosine/step")
         check(self.schedule.warmup_epochs < self.epochs or self.schedule.warmup_epochs == 0,
               "schedule.warmup_epochs", f"must be < epochs ({self.epochs}), got {self.schedule.warmup_epochs}")
 

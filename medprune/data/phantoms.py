@@ -51,7 +51,7 @@ Layout: manifest.csv (path,label,patient_id,view) and <patient>/<patient>_<view>
 DMR-style temperature matrices in degrees Celsius (one image row per line, 2 decimals).
 
 Model: background 22-26 C; thorax 30-33 C; two breasts ~32-35 C with smooth vascular texture
-and a per-patient baseline; 'sick' patients have one warm gaussian lesion (+0.8 to +2.5 C) in
+and a per-patient baseline; 'sick' patients have one warm gaussian lesion (+1.2 to +3.0 C) in
 one breast, seen in every view; 'healthy' patients may have mild symmetric warm spots.
 Views shift and foreshorten the anatomy (frontal, left/right oblique).
 Labels: healthy/sick, {healthy} healthy per sick patient (imbalance={imbalance}).
@@ -129,14 +129,14 @@ def _patient(seed: int, index: int, sick: bool) -> dict[str, Any]:
     # Mild symmetric warm spots: common in healthy breasts, so warmth alone is not sickness.
     if rng.random() < (0.5 if not sick else 0.3):
         du, dv = rng.uniform(-0.4, 0.4, size=2)
-        amp, sigma = rng.uniform(0.3, 1.0), rng.uniform(0.03, 0.05)
+        amp, sigma = rng.uniform(0.3, 0.8), rng.uniform(0.03, 0.05)
         for side, sign in ((0, 1.0), (1, -1.0)):  # mirrored about the midline
             params["spots"].append((side, sign * du, dv, amp * rng.uniform(0.9, 1.1), sigma))
     params["lesion_side"] = None
     if sick:
         side = int(rng.integers(0, 2))
         radius, theta = 0.6 * math.sqrt(rng.random()), rng.uniform(0, 2 * math.pi)
-        amp, sigma = rng.uniform(0.8, 2.5), rng.uniform(0.025, 0.06)
+        amp, sigma = rng.uniform(1.2, 3.0), rng.uniform(0.04, 0.08)
         params["spots"].append((side, radius * math.cos(theta), radius * math.sin(theta), amp, sigma))
         params["lesion_side"] = side
     return params

@@ -14,6 +14,7 @@ Each job writes into the run directory ``<runtime.out_dir>/<name>/``::
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -83,10 +84,17 @@ def _manifest_path(config: ExperimentConfig, run_dir: Path, dist_info: DistInfo)
     assert ph is not None  # guaranteed by DataConfig validation
     out = Path(ph.out) if ph.out else run_dir / "phantom"
     manifest = out / "manifest.csv"
-    if dist_info.is_main and not manifest.exists():
-        log.info("generating synthetic %s phantom data in %s", ph.kind, out)
-        make_phantom(ph.kind, out, patients=ph.patients, imbalance=ph.imbalance, views=ph.views,
-                     size=tuple(ph.size), seed=ph.seed)
+    stamp = out / "phantom_spec.json"
+    spec = {"kind": ph.kind, "patients": ph.patients, "imbalance": ph.imbalance, "views": ph.views,
+            "size": list(ph.size), "seed": ph.seed}
+    if dist_info.is_main:
+        current = json.loads(stamp.read_text()) if stamp.exists() else None
+        if not manifest.exists() or current != spec:
+            # A phantom made with other settings is regenerated, never silently reused.
+            log.info("generating synthetic %s phantom data in %s", ph.kind, out)
+            make_phantom(ph.kind, out, patients=ph.patients, imbalance=ph.imbalance, views=ph.views,
+                         size=tuple(ph.size), seed=ph.seed)
+            atomic_write_json(stamp, spec)
     barrier(dist_info)
     return manifest, True
 
@@ -154,6 +162,8 @@ class TrainOutcome:
     result: TrainResult
     metrics: dict[str, Any] | None
     seconds: float
+    model: nn.Module
+    data: DataBundle
 
 
 def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
@@ -213,7 +223,8 @@ def train(config: ExperimentConfig, *, resume: bool = False, overwrite: bool = F
                                  split=split, synthetic=data.synthetic,
                                  extra={"checkpoint": str(best), "epoch": ckpt.get("epoch")})
     barrier(dist_info)
-    return TrainOutcome(run_dir=run_dir, result=result, metrics=metrics, seconds=time.perf_counter() - t0)
+    return TrainOutcome(run_dir=run_dir, result=result, metrics=metrics, seconds=time.perf_counter() - t0,
+                        model=trainer.model, data=data)
 
 
 def evaluate_model(model: nn.Module, dataset: ClassificationDataset, config: ExperimentConfig,

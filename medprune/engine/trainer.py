@@ -162,9 +162,11 @@ class Trainer:
                                     labels=labels if balance == "balanced_sampler" else None, num_classes=k,
                                     rank=dist_info.rank, world_size=dist_info.world_size)
         self.train_loader = DataLoader(train_set, batch_size=self.optim_cfg.batch_size, sampler=self.sampler,
-                                       num_workers=config.runtime.workers, drop_last=False,
+                                       num_workers=config.runtime.workers,
+                                       # a last batch of one sample breaks BatchNorm in train mode
+                                       drop_last=len(self.sampler) % self.optim_cfg.batch_size == 1,
                                        pin_memory=device.type == "cuda",
-                                       persistent_workers=config.runtime.workers > 0)
+                                       persistent_workers=False)  # workers must see set_epoch
         self.optimizer = build_optimizer(self.model, self.optim_cfg)
         self.scheduler = build_scheduler(self.optimizer, self.optim_cfg)
         self.use_amp = self.optim_cfg.amp and device.type == "cuda"

@@ -1,0 +1,35 @@
+"""Model registry and the models medprune trains.
+
+Build any registered model by name; every constructor takes ``num_classes``, ``in_chans``,
+``width`` (channel multiplier), ``pretrained`` and ``drop_rate``::
+
+    from medprune.models import create_model, list_models
+
+    list_models()                    # ['inception_mv4', 'inception_v3', 'inception_v4', 'small_cnn']
+    model = create_model("inception_mv4", num_classes=2, in_chans=1, width=0.125)
+    model.min_input_size             # (1, 75, 75)
+    stage_cost_table(model, (1, 299, 299))   # per-stage channels × positions and MACs
+
+A new model registers itself with ``@register_model("name")`` in a module imported below.
+"""
+
+from medprune.models import baseline, inception  # noqa: F401  (importing registers the models)
+from medprune.models._registry import MODELS, create_model, list_models, model_signature, register_model
+from medprune.models.cost import StageCost, count_macs, format_stage_costs, stage_cost_table
+from medprune.models.baseline import SmallCNN
+from medprune.models.inception import InceptionV3, InceptionV4
+
+__all__ = [
+    "MODELS",
+    "register_model",
+    "create_model",
+    "list_models",
+    "model_signature",
+    "StageCost",
+    "stage_cost_table",
+    "format_stage_costs",
+    "count_macs",
+    "InceptionV3",
+    "InceptionV4",
+    "SmallCNN",
+]

@@ -1,0 +1,113 @@
+"""The model registry: one name → constructor table and the factory that builds from it.
+
+Every model medprune can train is a registered function with a typed signature, e.g.::
+
+    @register_model("inception_v3")
+    def inception_v3(num_classes: int = 2, in_chans: int = 3, width: float = 1.0,
+                     pretrained: bool = False, drop_rate: float = 0.0) -> nn.Module: ...
+
+:func:`create_model` checks the keyword arguments against that signature before calling it, so a
+typo in a config's ``model.kwargs`` ends as a :class:`~medprune.errors.ConfigError` naming the
+argument and listing the accepted ones, never as a bare ``TypeError``. It also stamps the model
+with ``model.medprune_spec = {"name", "kwargs", "pretrained"}``, so checkpoints can rebuild the
+architecture later with ``create_model(spec["name"], **spec["kwargs"])``.
+
+Contract of a registered constructor (the model tests check it for every registered name):
+keyword arguments ``num_classes``, ``in_chans``, ``width``, ``pretrained`` and ``drop_rate``; the
+returned plain ``nn.Module`` gives logits ``(N, num_classes)`` in eval mode and carries
+``default_input_size`` and ``min_input_size`` as ``(C, H, W)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import logging
+from typing import Any, Callable
+
+from torch import nn
+
+from medprune.errors import ConfigError
+from medprune.registry import Registry
+
+__all__ = ["MODELS", "register_model", "create_model", "list_models", "model_signature"]
+
+logger = logging.getLogger(__name__)
+
+MODELS = Registry("model")
+"""Name → constructor of every model medprune can build."""
+
+register_model: Callable[..., Any] = MODELS.register
+"""Decorator registering a model constructor: ``@register_model("name")``."""
+
+
+def list_models() -> list[str]:
+    """Sorted names of the registered models, e.g. ``['inception_mv4', 'inception_v3', ...]``."""
+    return MODELS.names()
+
+
+def model_signature(name: str) -> inspect.Signature:
+    """Signature of model ``name``'s constructor, with annotations resolved to real types.
+
+    The config validator uses it to check ``model.kwargs`` at load time. Unknown names raise
+    :class:`~medprune.errors.RegistryError` with close-match suggestions.
+    """
+    return inspect.signature(MODELS.get(name), eval_str=True)
+
+
+def _check_kwargs(name: str, signature: inspect.Signature, kwargs: dict[str, Any]) -> inspect.BoundArguments:
+    params = signature.parameters
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    accepted = [p for p, spec in params.items() if spec.kind in (spec.KEYWORD_ONLY, spec.POSITIONAL_OR_KEYWORD)]
+    if not accepts_any:
+        for key in kwargs:
+            if key not in accepted:
+                close = difflib.get_close_matches(key, accepted, n=1, cutoff=0.6)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(f"model {name!r}: unknown argument {key!r}{hint} "
+                                  f"Accepted: {', '.join(accepted)}")
+    try:
+        bound = signature.bind(**kwargs)
+    except TypeError as exc:  # a required argument is missing
+        raise ConfigError(f"model {name!r}: {exc}. Accepted: {', '.join(accepted)}") from None
+    bound.apply_defaults()
+    return bound
+
+
+def _plain(value: Any) -> Any:
+    """Tuples → lists (recursively), so a spec survives a YAML or JSON round trip unchanged."""
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def create_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build the registered model ``name`` with keyword arguments ``kwargs``.
+
+    Raises :class:`~medprune.errors.RegistryError` (with suggestions) for an unknown name and
+    :class:`~medprune.errors.ConfigError` naming the argument for one the constructor does not
+    accept. The returned model carries ``model.medprune_spec``: ``kwargs`` holds every argument
+    with its default filled in, ``pretrained`` forced to ``False`` (a rebuild gets its weights from
+    the checkpoint, not from a download); the top-level ``pretrained`` key records whether this
+    build started from pretrained weights.
+
+    Example::
+
+        model = create_model("inception_v3", num_classes=2, in_chans=1, width=0.25)
+        twin = create_model(model.medprune_spec["name"], **model.medprune_spec["kwargs"])
+    """
+    fn = MODELS.get(name)
+    bound = _check_kwargs(name, inspect.signature(fn), kwargs)
+    arguments = dict(bound.arguments)
+    for param in inspect.signature(fn).parameters.values():
+        if param.kind is inspect.Parameter.VAR_KEYWORD:
+            arguments.update(arguments.pop(param.name, {}))
+    model = fn(**arguments)
+    pretrained = bool(arguments.get("pretrained", False))
+    if "pretrained" in arguments:
+        arguments["pretrained"] = False
+    model.medprune_spec = {"name": name, "kwargs": _plain(arguments), "pretrained": pretrained}
+    logger.debug("built model %s with %s", name, arguments)
+    return model

@@ -1,0 +1,140 @@
+"""Per-stage cost of a model: output channels, pixel positions, their product, and MACs.
+
+A model that declares its stages with ``stage_modules() -> {stage name: [child module names]}``
+(the Inception models do) can be measured stage by stage::
+
+    rows = stage_cost_table(create_model("inception_mv4"), (3, 299, 299))
+    logger.info("\\n%s", format_stage_costs(rows))
+
+The forward runs on the *meta* device (shapes only, no arithmetic), so a full-size 299-px model
+costs milliseconds. MACs count multiply-accumulates of ``nn.Conv2d`` and ``nn.Linear`` layers only
+(the usual convention; BatchNorm, pooling and ReLU are left out) for one image in eval mode, so a
+train-only auxiliary head is not counted.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+__all__ = ["StageCost", "stage_cost_table", "format_stage_costs", "count_macs"]
+
+
+@dataclass(frozen=True)
+class StageCost:
+    """One stage of a network: its output shape and the MACs of the layers inside it."""
+
+    name: str
+    channels: int
+    height: int
+    width: int
+    macs: int
+
+    @property
+    def positions(self) -> int:
+        """Pixel positions of the stage output (``height × width``)."""
+        return self.height * self.width
+
+    @property
+    def activation(self) -> int:
+        """Channels × positions of the stage output: the quantity Inception MV4 balances."""
+        return self.channels * self.positions
+
+
+def _layer_macs(module: nn.Module, output: torch.Tensor) -> int:
+    per_image = output[0].numel()
+    if isinstance(module, nn.Conv2d):
+        return per_image * (module.in_channels // module.groups) * math.prod(module.kernel_size)
+    return per_image * module.in_features
+
+
+def _meta_forward(model: nn.Module, input_size: tuple[int, int, int],
+                  hooks: list[tuple[nn.Module, Any]]) -> torch.Tensor:
+    """Forward one meta image through ``model`` (left unchanged) with temporary forward hooks."""
+    state = {k: torch.empty_like(v, device="meta") for k, v in model.state_dict(keep_vars=True).items()}
+    handles = [m.register_forward_hook(fn) for m, fn in hooks]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return functional_call(model, state, (torch.empty(1, *input_size, device="meta"),))
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+
+
+def count_macs(model: nn.Module, input_size: tuple[int, int, int]) -> dict[str, int]:
+    """MACs per ``nn.Conv2d``/``nn.Linear`` layer (by qualified name) for one ``input_size`` image."""
+    macs: dict[str, int] = {}
+
+    def hook_for(name: str) -> Any:
+        def hook(module: nn.Module, args: Any, output: torch.Tensor) -> None:
+            macs[name] = macs.get(name, 0) + _layer_macs(module, output)
+        return hook
+
+    layers = [(m, hook_for(n)) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    _meta_forward(model, input_size, layers)
+    return macs
+
+
+def stage_cost_table(model: nn.Module, input_size: tuple[int, int, int] | None = None) -> list[StageCost]:
+    """Output channels, positions, channels × positions and MACs of each stage of ``model``.
+
+    ``model`` must define ``stage_modules()`` (ordered stage name → names of its child modules, the
+    last of which produces the stage output); a final ``head`` row holds the layers outside every
+    stage (the classifier). A stage with no modules repeats the previous output at 0 MACs.
+    ``input_size`` is ``(C, H, W)``, by default ``model.default_input_size``.
+
+    Example (Inception-V4 at 299 px): ``[(r.name, r.channels, r.positions) for r in rows]`` →
+    ``[('stem', 384, 1225), ('inception_a', 384, 1225), ('inception_b', 1024, 289),
+    ('inception_c', 1536, 64), ('head', 1000, 1)]``.
+    """
+    if not hasattr(model, "stage_modules"):
+        raise TypeError(f"{type(model).__name__} does not declare stage_modules()")
+    input_size = tuple(input_size or model.default_input_size)
+    stages: dict[str, list[str]] = model.stage_modules()
+    shapes: dict[str, torch.Size] = {}
+
+    def keep_shape(stage: str) -> Any:
+        def hook(module: nn.Module, args: Any, output: torch.Tensor) -> None:
+            shapes[stage] = output.shape
+        return hook
+
+    hooks = [(model.get_submodule(names[-1]), keep_shape(stage)) for stage, names in stages.items() if names]
+    macs: dict[str, int] = {}
+    layer_hooks: list[tuple[nn.Module, Any]] = []
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            owner = next((s for s, names in stages.items()
+                          if any(name == n or name.startswith(n + ".") for n in names)), "head")
+
+            def add(mod: nn.Module, args: Any, output: torch.Tensor, owner: str = owner) -> None:
+                macs[owner] = macs.get(owner, 0) + _layer_macs(mod, output)
+            layer_hooks.append((module, add))
+    logits = _meta_forward(model, input_size, hooks + layer_hooks)
+    if isinstance(logits, (tuple, list)):
+        logits = logits[0]
+    rows: list[StageCost] = []
+    previous = torch.Size((1, *input_size))
+    for stage in stages:
+        shape = shapes.get(stage, previous)
+        rows.append(StageCost(stage, shape[1], shape[2], shape[3], macs.get(stage, 0)))
+        previous = shape
+    rows.append(StageCost("head", logits.shape[1], 1, 1, macs.get("head", 0)))
+    return rows
+
+
+def format_stage_costs(rows: list[StageCost]) -> str:
+    """A fixed-width text table of :func:`stage_cost_table` rows, with a MACs total line."""
+    lines = [f"{'stage':<12} {'channels':>8} {'H×W':>9} {'channels×positions':>19} {'MMACs':>10}"]
+    for r in rows:
+        lines.append(f"{r.name:<12} {r.channels:>8} {f'{r.height}×{r.width}':>9} {r.activation:>19,} "
+                     f"{r.macs / 1e6:>10.1f}")
+    lines.append(f"{'total':<12} {'':>8} {'':>9} {'':>19} {sum(r.macs for r in rows) / 1e6:>10.1f}")
+    return "\n".join(lines)
