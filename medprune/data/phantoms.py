@@ -129,7 +129,7 @@ def _patient(seed: int, index: int, sick: bool) -> dict[str, Any]:
     # Mild symmetric warm spots: common in healthy breasts, so warmth alone is not sickness.
     if rng.random() < (0.5 if not sick else 0.3):
         du, dv = rng.uniform(-0.4, 0.4, size=2)
-        amp, sigma = rng.uniform(0.3, 0.8), rng.uniform(0.03, 0.05)
+        amp, sigma = rng.uniform(0.3, 1.0), rng.uniform(0.03, 0.05)
         for side, sign in ((0, 1.0), (1, -1.0)):  # mirrored about the midline
             params["spots"].append((side, sign * du, dv, amp * rng.uniform(0.9, 1.1), sigma))
     params["lesion_side"] = None
