@@ -96,7 +96,7 @@ def main() -> None:
             trainer.epoch += 1
             save_checkpoint(cfg.run_dir / "checkpoints" / "last.pt", trainer.state())
             t_mp = time.perf_counter() - t0
-            n_mp = len(trainer.sampler) 
+            n_mp = len(trainer.sampler)
             rows.append({"round": r, "hand_img_s": n_hand / t_hand, "medprune_img_s": n_mp / t_mp,
                          "ratio": (n_mp / t_mp) / (n_hand / t_hand)})
 
