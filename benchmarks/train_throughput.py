@@ -5,7 +5,7 @@ process with the two loops' epochs interleaved (single timings on a small CPU va
 A medprune epoch includes everything the engine adds per epoch: the epoch-seeded sampler, loss
 bookkeeping, replica buffer sync (a no-op on one process) and the atomic ``last.pt`` checkpoint.
 
-    python benchmarks/train_throughput.py [--model inception_v3] [--width 0.25] [--size 96] [--rounds 5]
+    python benchmarks/train_throughput.py [--model inception_v3] [--width 0.25] [--size 96] [--rounds 7]
 
 Prints a table and writes ``benchmarks/results/train_throughput.json``. Target: ratio >= 0.9.
 """
@@ -49,8 +49,8 @@ def main() -> None:
     parser.add_argument("--width", type=float, default=0.25)
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--patients", type=int, default=40)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--patients", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_throughput.json"))
     args = parser.parse_args()
 
