@@ -18,7 +18,6 @@ resolved against the current working directory, as for every other command-line 
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -386,9 +385,3 @@ def save_config(config: ExperimentConfig, path: str | Path) -> Path:
     text = yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=None)
     return atomic_write_text(path, text)
 
-
-def replace(config: ExperimentConfig, **changes: Any) -> ExperimentConfig:
-    """``dataclasses.replace`` for configs (keeps ``source``)."""
-    new = dataclasses.replace(config, **changes)
-    new.source = config.source
-    return new

@@ -273,7 +273,8 @@ class Trainer:
 
     def validate(self) -> tuple[dict[str, Any], Predictions]:
         """Metrics over the whole validation set (each sample once, gathered across ranks)."""
-        preds = predict(self.net if not self.dist.enabled else self.model, self.val_set,
+        # The bare model, not the DDP wrapper: shards differ in length, and DDP's forward is a collective.
+        preds = predict(self.model, self.val_set,
                         batch_size=self.config.eval.batch_size or self.optim_cfg.batch_size, device=self.device,
                         workers=self.config.runtime.workers, dist_info=self.dist, amp=self.use_amp,
                         progress=self.config.runtime.progress, desc="validate")
