@@ -5,7 +5,7 @@ Build any registered model by name; every constructor takes ``num_classes``, ``i
 
     from medprune.models import create_model, list_models
 
-    list_models()                    # ['inception_mv4', 'inception_v3', 'inception_v4', 'small_cnn']
+    list_models()                    # ['inception_mv4', 'inception_v3', 'inception_v4', 'preresnet56_v2', ...]
     model = create_model("inception_mv4", num_classes=2, in_chans=1, width=0.125)
     model.min_input_size             # (1, 75, 75)
     stage_cost_table(model, (1, 299, 299))   # per-stage channels × positions and MACs
@@ -13,11 +13,12 @@ Build any registered model by name; every constructor takes ``num_classes``, ``i
 A new model registers itself with ``@register_model("name")`` in a module imported below.
 """
 
-from medprune.models import baseline, inception  # noqa: F401  (importing registers the models)
+from medprune.models import baseline, inception, resnet  # noqa: F401  (importing registers the models)
 from medprune.models._registry import MODELS, create_model, list_models, model_signature, register_model
 from medprune.models.cost import StageCost, count_macs, format_stage_costs, stage_cost_table
 from medprune.models.baseline import SmallCNN
 from medprune.models.inception import InceptionV3, InceptionV4
+from medprune.models.resnet import CifarResNet, PreActResNet
 
 __all__ = [
     "MODELS",
@@ -32,4 +33,6 @@ __all__ = [
     "InceptionV3",
     "InceptionV4",
     "SmallCNN",
+    "CifarResNet",
+    "PreActResNet",
 ]
