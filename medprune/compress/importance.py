@@ -1,0 +1,589 @@
+"""Channel-importance criteria: small injected objects that score a Torch-Pruning group.
+
+A criterion follows Torch-Pruning's API shape — ``criterion(group) -> scores`` — so the pruning
+engine never branches on a criterion's name. Data-driven criteria first collect statistics with
+:meth:`Criterion.calibrate` over *every* batch they are given (the engine feeds class-balanced
+batches, see :func:`medprune.compress.calibration.class_balanced_batches`).
+
+Example::
+
+    crit = create_criterion("beta_rank")
+    crit.calibrate(model, batches)                      # data-driven: needs calibration data
+    DG = tp.DependencyGraph().build_dependency(model, example_inputs=x)
+    group = DG.get_pruning_group(model.conv1, tp.prune_conv_out_channels, idxs=list(range(16)))
+    scores = crit(group)                                # 16 scores, higher = more important
+
+Registered names: see :func:`list_criteria`. Scores of one group are reduced across the coupled
+layers with ``reduction`` (``mean`` per channel over the layers that score it, ``max`` or
+``sum``); they are not normalised across layers — the engine does that for global ranking —
+except where a method's definition normalises within a layer (``beta_rank`` and the information
+criteria min-max normalise each layer, as their papers do).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+import torch_pruning as tp
+from torch import nn
+
+from medprune.compress import _stats
+from medprune.errors import ConfigError, PruningError
+from medprune.registry import Registry, suggest
+
+__all__ = [
+    "CRITERIA",
+    "Criterion",
+    "create_criterion",
+    "list_criteria",
+    "L1",
+    "L2",
+    "BNScale",
+    "FPGM",
+    "Taylor",
+    "BNExpectation",
+    "InfoCapacity",
+    "InfoIndependence",
+    "CapacityIndependence",
+    "BetaRank",
+]
+
+log = logging.getLogger(__name__)
+
+#: Every channel-importance criterion, by name.
+CRITERIA = Registry("criterion")
+
+_REDUCTIONS = ("mean", "max", "sum")
+#: Handlers that remove a layer's *output* channels; only these deps are scored.
+_OUT_FNS = (
+    tp.prune_conv_out_channels,
+    tp.prune_depthwise_conv_out_channels,
+    tp.prune_linear_out_channels,
+    tp.prune_batchnorm_out_channels,
+)
+_CONV_LINEAR = (nn.modules.conv._ConvNd, nn.Linear)
+_BATCHNORM = (nn.modules.batchnorm._BatchNorm,)
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class Criterion:
+    """Scores the output channels of the layers in a Torch-Pruning group; higher = keep.
+
+    Subclasses set ``name``, the layer types they score (``targets``) and implement
+    :meth:`_compute`; data-driven ones also implement :meth:`_collect`.
+
+    Args:
+        reduction: how the scores of the coupled layers of one group are combined per channel:
+            ``"mean"`` (over the layers that score that channel), ``"max"`` or ``"sum"``.
+    """
+
+    name: ClassVar[str] = ""
+    data_driven: ClassVar[bool] = False
+    needs_grad: ClassVar[bool] = False
+    targets: ClassVar[tuple[type, ...]] = _CONV_LINEAR
+
+    def __init__(self, reduction: str = "mean", **options: Any) -> None:
+        if reduction not in _REDUCTIONS:
+            raise ConfigError(f"criterion {self.name!r}: " + suggest(str(reduction), _REDUCTIONS, "reduction"))
+        if options:
+            accepted = [p for p in inspect.signature(type(self).__init__).parameters
+                        if p not in ("self", "reduction", "options")]
+            bad = sorted(options)[0]
+            raise ConfigError(f"criterion {self.name!r}: " + suggest(bad, accepted, "option"))
+        self.reduction = reduction
+        self._state: dict[nn.Module, Any] = {}
+        self._channels: dict[nn.Module, int] = {}
+        self._names: dict[nn.Module, str] = {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(reduction={self.reduction!r})"
+
+    # ------------------------------------------------------------------ calibration
+    def calibrate(self, model: nn.Module, batches: Iterable[Batch] | Callable[[], Iterable[Batch]], *,
+                  loss_fn: LossFn | None = None, max_batches: int | None = None) -> None:
+        """Collect per-channel statistics over all ``batches`` (up to ``max_batches``).
+
+        A no-op for data-free criteria. Earlier statistics are dropped first. Hooks and
+        temporary settings are removed even if a batch fails; ``model.training`` is restored.
+        ``batches`` may also be a zero-argument callable returning the batches.
+        """
+        if not self.data_driven:
+            log.debug("criterion %s is data-free; calibrate() does nothing", self.name)
+            return
+        self.reset()
+        if callable(batches) and not isinstance(batches, Iterable):
+            batches = batches()
+        self._names = {m: n or "<model>" for n, m in model.named_modules()}
+        was_training = model.training
+        model.eval()
+        try:
+            n = self._collect(model, _batches(batches, _device(model), max_batches), loss_fn)
+        except BaseException:
+            self.reset()  # never leave half-collected statistics behind
+            raise
+        finally:
+            model.train(was_training)
+        self._channels = {m: _stats.out_channels(m) for m in self._state}
+        log.info("criterion %s calibrated on %d batches, %d layers", self.name, n, len(self._state))
+
+    def _collect(self, model: nn.Module, batches: Iterator[Batch], loss_fn: LossFn | None) -> int:
+        """Fill ``self._state[module]``; return the number of batches seen."""
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Drop all collected statistics."""
+        self._state, self._channels, self._names = {}, {}, {}
+
+    # ------------------------------------------------------------------ scoring
+    def can_score(self, module: nn.Module) -> bool:
+        """Whether this criterion scores the output channels of ``module``."""
+        return isinstance(module, self.targets) and getattr(module, "weight", None) is not None
+
+    def layer_scores(self, module: nn.Module) -> torch.Tensor | None:
+        """Scores of every output channel of ``module`` (float32, CPU), or None if not scorable.
+
+        Raises:
+            PruningError: a data-driven criterion has no statistics for ``module``, or they
+                were collected when the layer had a different width.
+        """
+        if not self.can_score(module):
+            return None
+        if self.data_driven:
+            self._check_calibrated(module)
+        return self._compute(module).to("cpu", torch.float32)
+
+    def _compute(self, module: nn.Module) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _check_calibrated(self, module: nn.Module) -> None:
+        label = self._names.get(module) or f"{type(module).__name__}{tuple(module.weight.shape)}"
+        if not self._names:
+            raise PruningError(f"criterion {self.name!r} is data-driven and has no statistics for layer {label}: "
+                               "call calibrate(model, batches) with calibration data before scoring")
+        if module not in self._state:
+            raise PruningError(f"criterion {self.name!r}: layer {label} was not run during calibration "
+                               "(a branch skipped in eval mode?); calibrate with data that reaches it")
+        now, then = _stats.out_channels(module), self._channels[module]
+        if now != then:
+            raise PruningError(f"criterion {self.name!r}: layer {label} has {now} output channels but was "
+                               f"calibrated with {then}; call calibrate again after pruning")
+
+    @torch.no_grad()
+    def __call__(self, group: Any) -> torch.Tensor | None:
+        """Scores of the channels of ``group``'s root, one per root index (float32, CPU).
+
+        Every dep that removes output channels of a layer this criterion scores contributes
+        ``layer_scores(layer)[idxs]`` at its root indices; contributions are reduced with
+        ``reduction``. Returns None when no layer of the group can be scored.
+        """
+        root = list(group[0].root_idxs)
+        where = {r: k for k, r in enumerate(root)}
+        n = len(root)
+        total = torch.zeros(n, dtype=torch.float64)
+        count = torch.zeros(n, dtype=torch.float64)
+        best = torch.full((n,), -math.inf, dtype=torch.float64)
+        for i, (dep, idxs) in enumerate(group):
+            if dep.handler not in _OUT_FNS:
+                continue
+            roots = group[i].root_idxs
+            if any(r is None for r in roots):
+                continue
+            scores = self.layer_scores(dep.target.module)
+            if scores is None:
+                continue
+            pos = [where.get(r) for r in roots]
+            keep = [k for k, p in enumerate(pos) if p is not None]
+            if not keep:
+                continue
+            vals = scores.double()[torch.as_tensor([idxs[k] for k in keep], dtype=torch.long)]
+            at = torch.as_tensor([pos[k] for k in keep], dtype=torch.long)
+            total.index_add_(0, at, vals)
+            count.index_add_(0, at, torch.ones_like(vals))
+            best.scatter_reduce_(0, at, vals, reduce="amax")
+        if not bool((count > 0).any()):
+            return None
+        if self.reduction == "sum":
+            out = total
+        elif self.reduction == "max":
+            out = torch.where(count > 0, best, torch.zeros_like(best))
+        else:
+            out = total / count.clamp_min(1.0)
+        return out.float()
+
+
+def _device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _batches(batches: Iterable[Any], device: torch.device, max_batches: int | None) -> Iterator[Batch]:
+    """Yield ``(inputs, labels)`` on ``device``; raise if there is not a single batch."""
+    if max_batches is not None and max_batches < 1:
+        raise PruningError(f"max_batches must be at least 1, got {max_batches}")
+    n = 0
+    for batch in batches:
+        if max_batches is not None and n >= max_batches:
+            break
+        if isinstance(batch, (tuple, list)):
+            x, y = batch[0], batch[1] if len(batch) > 1 else None
+        else:
+            x, y = batch, None
+        n += 1
+        yield x.to(device), (y.to(device) if isinstance(y, torch.Tensor) else y)
+    if n == 0:
+        raise PruningError("calibrate() received no batches: pass calibration data "
+                           "(e.g. class_balanced_batches(dataset, batch_size=..., num_batches=...)())")
+
+
+def _register(cls: type[Criterion]) -> type[Criterion]:
+    CRITERIA.add(cls.name, cls)
+    return cls
+
+
+def create_criterion(name: str, **options: Any) -> Criterion:
+    """Build the criterion registered as ``name``; unknown names suggest close matches."""
+    return CRITERIA.create(name, **options)
+
+
+def list_criteria() -> list[str]:
+    """Names of all registered criteria, sorted."""
+    return CRITERIA.names()
+
+
+# ====================================================================== data-free, weight based
+@_register
+class L1(Criterion):
+    """L1 norm of each output filter's weights (Li et al. 2017). Data-free; *confirmed* method."""
+
+    name = "l1"
+
+    def _compute(self, module: nn.Module) -> torch.Tensor:
+        return _stats.weight_rows(module).abs().sum(1)
+
+
+@_register
+class L2(Criterion):
+    """L2 norm of each output filter's weights (the Soft Filter Pruning ranking). Data-free."""
+
+    name = "l2"
+
+    def _compute(self, module: nn.Module) -> torch.Tensor:
+        return _stats.weight_rows(module).norm(dim=1)
+
+
+@_register
+class FPGM(Criterion):
+    """Filter pruning via geometric median (He et al., CVPR 2019). Data-free; *confirmed*.
+
+    Score of filter i = Σ_j ‖w_i − w_j‖₂ within its layer: a filter close to the layer's geometric
+    median is replaceable by the others and scores low.
+    """
+
+    name = "fpgm"
+
+    def _compute(self, module: nn.Module) -> torch.Tensor:
+        rows = _stats.weight_rows(module)
+        return torch.cdist(rows, rows).sum(1)
+
+
+@_register
+class BNScale(Criterion):
+    """|γ| of BatchNorm (network slimming, Liu et al. 2017; BPCP's channel score). Data-free.
+
+    Scores BatchNorm deps only, so a group without an affine BatchNorm returns None.
+    """
+
+    name = "bn_scale"
+    targets = _BATCHNORM
+
+    def _compute(self, module: nn.Module) -> torch.Tensor:
+        return module.weight.detach().to("cpu", torch.float64).abs()
+
+
+@_register
+class BNExpectation(Criterion):
+    """Expected post-ReLU activation from BatchNorm parameters (Oh et al., WACV 2022). Data-free.
+
+    *Reconstruction* of the exact form: channel c's pre-activation is z ~ N(β_c, γ_c²), scored by
+    E[max(0, z)] = β·Φ(β/|γ|) + |γ|·φ(β/|γ|); for γ = 0 it is max(β, 0).
+    """
+
+    name = "bn_expectation"
+    targets = _BATCHNORM
+
+    def _compute(self, module: nn.Module) -> torch.Tensor:
+        gamma = module.weight.detach().to("cpu", torch.float64).abs()
+        beta = (module.bias.detach().to("cpu", torch.float64) if module.bias is not None
+                else torch.zeros_like(gamma))
+        safe = torch.where(gamma > 0, gamma, torch.ones_like(gamma))
+        t = beta / safe
+        cdf = 0.5 * (1.0 + torch.erf(t / math.sqrt(2.0)))
+        pdf = torch.exp(-0.5 * t * t) / math.sqrt(2.0 * math.pi)
+        return torch.where(gamma > 0, beta * cdf + gamma * pdf, beta.clamp_min(0.0))
+
+
+# ====================================================================== gradient based
+@_register
+class Taylor(Criterion):
+    """First-order Taylor importance (Molchanov et al., CVPR 2019), BatchNorm included.
+
+    For every parameter p of a layer, A_p = mean over calibration samples of p·∂L/∂p (batches
+    weighted by their size, so two batches give exactly the value of their concatenation under
+    a mean-reduced loss); the score of an output channel is Σ|A_p| over the parameters that
+    belong to it — the filter's weights and bias for conv/linear, γ and β for BatchNorm.
+
+    Torch-Pruning 1.6's ``GroupTaylorImportance`` tests for the GroupNorm handler where it means
+    BatchNorm, so BatchNorm never contributes there (DESIGN.md §4.6); here it does. The model
+    runs in eval mode (running BatchNorm statistics, no dropout) with gradients enabled;
+    frozen parameters of scored layers are unfrozen for the pass and re-frozen afterwards, and
+    every parameter's ``.grad`` is left as None.
+    """
+
+    name = "taylor"
+    data_driven = True
+    needs_grad = True
+    targets = _CONV_LINEAR + _BATCHNORM
+
+    def _collect(self, model: nn.Module, batches: Iterator[Batch], loss_fn: LossFn | None) -> int:
+        loss_fn = loss_fn or F.cross_entropy
+        layers = [m for m in model.modules() if self.can_score(m)]
+        params = [(m, k, p) for m in layers for k in ("weight", "bias")
+                  if isinstance(p := getattr(m, k, None), torch.Tensor)]
+        frozen = [p for _, _, p in params if not p.requires_grad]
+        acc: dict[nn.Module, dict[str, torch.Tensor]] = {}
+        n_samples, n_batches = 0, 0
+        try:
+            for p in frozen:
+                p.requires_grad_(True)
+            for x, y in batches:
+                if y is None:
+                    raise PruningError("criterion 'taylor' needs labelled calibration batches (images, labels)")
+                model.zero_grad(set_to_none=True)
+                with torch.enable_grad():
+                    out = model(x)
+                    loss = loss_fn(out[0] if isinstance(out, tuple) else out, y)
+                loss.backward()
+                nb = int(x.shape[0])
+                for m, k, p in params:
+                    if p.grad is None:
+                        continue
+                    term = (p.detach() * p.grad).to(_acc_dtype(p.device)) * nb
+                    slot = acc.setdefault(m, {})
+                    slot[k] = slot[k] + term if k in slot else term
+                n_samples += nb
+                n_batches += 1
+        finally:
+            model.zero_grad(set_to_none=True)
+            for p in frozen:
+                p.requires_grad_(False)
+        self._state = {m: {k: (v / n_samples).to("cpu", torch.float64) for k, v in d.items()}
+                       for m, d in acc.items()}
+        return n_batches
+
+    def _compute(self, module: nn.Module) -> torch.Tensor:
+        st = self._state[module]
+        c = _stats.out_channels(module)
+        w = st.get("weight")
+        if w is None:
+            score = torch.zeros(c, dtype=torch.float64)
+        elif isinstance(module, _BATCHNORM):
+            score = w.abs()
+        else:
+            score = _stats.weight_rows(module, w).abs().sum(1)
+        if "bias" in st:
+            score = score + st["bias"].abs()
+        return score
+
+
+def _acc_dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+# ====================================================================== activation based
+class _ActivationCriterion(Criterion):
+    """Collects streaming statistics of conv/linear inputs and outputs with forward hooks.
+
+    ``accumulators`` names what is kept per layer: ``in_moments`` (per input channel),
+    ``out_moments`` (per output channel), ``out_cov`` (output channel covariance) and
+    ``out_hist`` (per output channel histogram).
+    """
+
+    data_driven = True
+    accumulators: ClassVar[tuple[str, ...]] = ()
+    bins: int = 32
+
+    def _new(self, kind: str) -> Any:
+        if kind.endswith("moments"):
+            return _stats.ChannelMoments()
+        if kind == "out_cov":
+            return _stats.ChannelCovariance()
+        return _stats.ChannelHistogram(self.bins)
+
+    def _collect(self, model: nn.Module, batches: Iterator[Batch], loss_fn: LossFn | None) -> int:
+        def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+            st = self._state.get(module)
+            if st is None:
+                st = self._state[module] = {k: self._new(k) for k in self.accumulators}
+            for kind, acc in st.items():
+                acc.update(_stats.channels_first(inputs[0] if kind.startswith("in_") else output, module))
+
+        handles = [m.register_forward_hook(hook) for m in model.modules() if self.can_score(m)]
+        n = 0
+        try:
+            with torch.no_grad():
+                for x, _ in batches:
+                    model(x)
+                    n += 1
+        finally:
+            for h in handles:
+                h.remove()
+        return n
+
+
+def _check_data_free(name: str, data_free: Any) -> bool:
+    if not isinstance(data_free, bool):
+        raise ConfigError(f"criterion {name!r}: data_free must be true or false, got {data_free!r}")
+    return data_free
+
+
+def _check_bins(name: str, bins: Any) -> int:
+    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 2:
+        raise ConfigError(f"criterion {name!r}: bins must be an integer >= 2, got {bins!r}")
+    return bins
+
+
+def _capacity(module: nn.Module, state: dict[str, Any] | None, bins: int, data_free: bool) -> torch.Tensor:
+    """Entropy (bits) per output channel, of its feature-map or (data-free) weight histogram."""
+    if data_free:
+        return _stats.entropy(_stats.histogram_rows(_stats.weight_rows(module), bins))
+    assert state is not None  # layer_scores checked calibration
+    return _stats.entropy(state["out_hist"].counts)
+
+
+def _independence(module: nn.Module, state: dict[str, Any] | None, data_free: bool) -> torch.Tensor:
+    """1 − mean |correlation| with the layer's other channels (feature maps or weights)."""
+    if data_free:
+        corr = _stats.weight_correlation(_stats.weight_rows(module))
+    else:
+        assert state is not None  # layer_scores checked calibration
+        corr = state["out_cov"].correlation()
+    return 1.0 - _stats.offdiag_abs_mean(corr)
+
+
+@_register
+class InfoCapacity(_ActivationCriterion):
+    """Information capacity (Tang et al., arXiv 2303.03645), min-max normalised per layer.
+
+    *Confirmed*: capacity is an entropy of the information a filter carries, estimated from its
+    feature maps. *Reconstruction* (no code exists): the Shannon entropy of a ``bins``-bin
+    histogram of filter i's output values over all calibration batches (range per channel fixed
+    from the first batch, widened by 50 %). ``data_free=True`` uses the histogram of the filter's
+    weights over the layer's weight range instead, so it needs no data.
+    """
+
+    name = "info_capacity"
+    accumulators = ("out_hist",)
+
+    def __init__(self, reduction: str = "mean", *, bins: int = 32, data_free: bool = False, **options: Any) -> None:
+        super().__init__(reduction, **options)
+        self.bins = _check_bins(self.name, bins)
+        self.data_free = _check_data_free(self.name, data_free)
+        self.data_driven = not self.data_free  # type: ignore[misc]  # the option decides per instance
+
+    def _compute(self, module: nn.Module) -> torch.Tensor:
+        return _stats.minmax(_capacity(module, self._state.get(module), self.bins, self.data_free))
+
+
+@_register
+class InfoIndependence(_ActivationCriterion):
+    """Information independence (Tang et al.), min-max normalised per layer.
+
+    *Confirmed*: how little a filter correlates with the other filters of its layer.
+    *Reconstruction*: 1 − mean_{j≠i} |corr(f_i, f_j)|, with f the spatially flattened feature maps
+    over all calibration batches (channel covariance accumulated batch by batch in float64, so it
+    equals the covariance of the concatenated data). A channel with constant output counts as
+    fully correlated. ``data_free=True`` correlates the filters' weight vectors instead.
+    """
+
+    name = "info_independence"
+    accumulators = ("out_cov",)
+
+    def __init__(self, reduction: str = "mean", *, data_free: bool = False, **options: Any) -> None:
+        super().__init__(reduction, **options)
+        self.data_free = _check_data_free(self.name, data_free)
+        self.data_driven = not self.data_free  # type: ignore[misc]
+
+    def _compute(self, module: nn.Module) -> torch.Tensor:
+        return _stats.minmax(_independence(module, self._state.get(module), self.data_free))
+
+
+@_register
+class CapacityIndependence(_ActivationCriterion):
+    """Tang et al.'s fusion: minmax(capacity) + λ·minmax(independence) within each layer.
+
+    Filters low on both are pruned first. Options as :class:`InfoCapacity` plus ``lam`` (λ ≥ 0).
+    """
+
+    name = "capacity_independence"
+    accumulators = ("out_hist", "out_cov")
+
+    def __init__(self, reduction: str = "mean", *, lam: float = 1.0, bins: int = 32, data_free: bool = False,
+                 **options: Any) -> None:
+        super().__init__(reduction, **options)
+        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam) or lam < 0:
+            raise ConfigError(f"criterion {self.name!r}: lam must be a finite number >= 0, got {lam!r}")
+        self.lam = float(lam)
+        self.bins = _check_bins(self.name, bins)
+        self.data_free = _check_data_free(self.name, data_free)
+        self.data_driven = not self.data_free  # type: ignore[misc]
+
+    def _compute(self, module: nn.Module) -> torch.Tensor:
+        st = self._state.get(module)
+        cap = _capacity(module, st, self.bins, self.data_free)
+        ind = _independence(module, st, self.data_free)
+        return _stats.minmax(cap) + self.lam * _stats.minmax(ind)
+
+
+@_register
+class BetaRank(_ActivationCriterion):
+    """Beta-Rank (Homayounfar et al., arXiv 2304.07461): L1(w_i)·β_i, min-max normalised per layer.
+
+    *Confirmed*: β is the standardized regression coefficient σ(input seen by the filter) /
+    σ(filter output). Definitions used here: σ_in is the standard deviation of all input values
+    the filter reads (every channel of its input group, all positions and samples — for an
+    ordinary convolution the whole layer input), σ_out,i that of output channel i over positions
+    and samples; both aggregate every calibration batch (the released code read one batch), so
+    two batches give the value of their concatenation. A filter with constant output scores 0.
+
+    ``variant="code"`` uses the released code's inverse ratio σ_out,i/σ_in; the code's axis
+    slicing, which we consider a bug, is not reproduced.
+    """
+
+    name = "beta_rank"
+    accumulators = ("in_moments", "out_moments")
+    _VARIANTS = ("paper", "code")
+
+    def __init__(self, reduction: str = "mean", *, variant: str = "paper", **options: Any) -> None:
+        super().__init__(reduction, **options)
+        if variant not in self._VARIANTS:
+            raise ConfigError(f"criterion {self.name!r}: " + suggest(str(variant), self._VARIANTS, "variant"))
+        self.variant = variant
+
+    def _compute(self, module: nn.Module) -> torch.Tensor:
+        st = self._state[module]
+        groups = getattr(module, "groups", 1)
+        c = _stats.out_channels(module)
+        sigma_in = _stats.pooled_std(st["in_moments"], groups).repeat_interleave(c // groups)
+        sigma_out = st["out_moments"].std()
+        num, den = (sigma_in, sigma_out) if self.variant == "paper" else (sigma_out, sigma_in)
+        beta = torch.where(den > 0, num / den.clamp_min(1e-300), torch.zeros_like(den))
+        return _stats.minmax(_stats.weight_rows(module).abs().sum(1) * beta)
