@@ -6,7 +6,8 @@ these into one line and a non-zero exit code instead of a traceback.
 
 from __future__ import annotations
 
-__all__ = ["MedpruneError", "ConfigError", "DataError", "RegistryError", "CheckpointError", "PruningError"]
+__all__ = ["MedpruneError", "ConfigError", "DataError", "RegistryError", "CheckpointError", "PruningError",
+           "ExportError"]
 
 
 class MedpruneError(Exception):
@@ -34,3 +35,7 @@ class CheckpointError(MedpruneError):
 
 class PruningError(MedpruneError):
     """A pruning request cannot be carried out on the given model."""
+
+
+class ExportError(MedpruneError):
+    """A model cannot be exported, or its exported file does not reproduce the PyTorch outputs."""

@@ -1,0 +1,501 @@
+"""Size, MACs and measured CPU latency of a model, in PyTorch eager and in ONNX Runtime.
+
+Latency is not MACs (DESIGN.md §4 item 7): a pruned model can lose 11× its MACs and run only
+3–6× faster. And single timings on a shared CPU drift by ±30 % from one minute to the next, so two
+models must be compared **in one process, interleaved**: :func:`interleaved_latency` runs every
+candidate round-robin, keeps each round's fastest call (the one least disturbed by the rest of the
+machine) and reports the median over rounds::
+
+    stats = interleaved_latency({
+        "base": torch_runner(base, x),
+        "pruned": torch_runner(pruned, x),
+        "pruned (ORT)": ort_runner("runs/x/export/model.onnx", x),
+    })
+    stats["base"].median_ms / stats["pruned"].median_ms      # measured speed-up
+
+:func:`bench_model` gathers everything the report needs for one model (parameters, MACs, file
+size, PyTorch and ONNX Runtime latency measured interleaved, versions, machine) into a JSON-ready
+dict; :func:`format_bench` turns it into a text table. A number from another run or another
+machine is not comparable; the dict records both so a reader can tell.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import math
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from medprune.compress.export import export_onnx
+from medprune.models import cost
+
+if TYPE_CHECKING:
+    import onnxruntime
+
+__all__ = [
+    "LatencyStats",
+    "count_params",
+    "count_macs",
+    "ort_session",
+    "torch_runner",
+    "ort_runner",
+    "interleaved_latency",
+    "measure_torch_latency",
+    "measure_ort_latency",
+    "bench_model",
+    "bench_file",
+    "format_bench",
+]
+
+logger = logging.getLogger(__name__)
+
+InputSize = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Summary of latency samples in milliseconds (one sample per call, or per round's minimum)."""
+
+    median_ms: float
+    mean_ms: float
+    min_ms: float
+    p10_ms: float
+    p90_ms: float
+    n: int
+
+    @classmethod
+    def from_samples(cls, samples_ms: list[float]) -> LatencyStats:
+        """Statistics of ``samples_ms`` (at least one sample)."""
+        if not samples_ms:
+            raise ValueError("LatencyStats.from_samples: no samples")
+        a = np.asarray(samples_ms, dtype=np.float64)
+        p10, p90 = np.percentile(a, [10, 90])
+        return cls(float(np.median(a)), float(a.mean()), float(a.min()), float(p10), float(p90), int(a.size))
+
+    def to_dict(self) -> dict[str, float | int]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters of ``model`` (shared parameters counted once; buffers excluded)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, input_size: InputSize) -> int:
+    """Total conv + linear MACs for one ``(C, H, W)`` image; see :func:`medprune.models.count_macs`."""
+    return sum(cost.count_macs(model, tuple(input_size)).values())
+
+
+def _check_counts(where: str, **counts: int) -> None:
+    for name, value in counts.items():
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{where}: {name} must be a positive integer, got {value!r}")
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """Run with ``torch.set_num_threads(threads)`` and restore the previous count afterwards."""
+    if threads is None:
+        yield
+        return
+    _check_counts("threads", threads=threads)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def _example(input_size: InputSize, batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """A seeded random batch: values do not change dense-model latency, shapes do."""
+    _check_counts("input", batch=batch, **{f"input_size[{i}]": int(s) for i, s in enumerate(input_size)})
+    g = torch.Generator().manual_seed(0)
+    return torch.randn((batch, *input_size), generator=g).to(device)
+
+
+def ort_session(path: str | os.PathLike[str], threads: int | None = None, *,
+                spinning: bool = False) -> onnxruntime.InferenceSession:
+    """An ONNX Runtime CPU session set up for latency measurement.
+
+    ``intra_op_num_threads`` is ``threads`` or ``torch.get_num_threads()`` (so PyTorch and ORT get
+    the same cores), graph optimisation level ALL, sequential execution. ``spinning=False`` stops
+    ORT's idle threads busy-waiting after each run: spinning threads would steal the cores from
+    whatever runs next in an interleaved comparison (and from the pre-processing on a device).
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def torch_runner(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    """A zero-argument callable running ``model(x)`` under ``torch.inference_mode``.
+
+    Puts ``model`` in eval mode (what is deployed; train-mode BatchNorm would also update its
+    statistics); call ``model.train()`` afterwards if training continues. On CUDA each call waits
+    for the GPU so the time covers the whole forward.
+    """
+    model.eval()
+    sync = torch.cuda.synchronize if x.is_cuda else None
+
+    def run() -> None:
+        with torch.inference_mode():
+            model(x)
+        if sync is not None:
+            sync()
+
+    return run
+
+
+def ort_runner(session_or_path: Any, x: torch.Tensor | np.ndarray,
+               threads: int | None = None) -> Callable[[], None]:
+    """A zero-argument callable running an ONNX graph (a session or an ``.onnx`` path) on ``x``.
+
+    A path gets an :func:`ort_session` with ``threads``; a ready session is used as it is. ``x``
+    is converted to the graph input's element type once, outside the timed call.
+    """
+    session = _session(session_or_path, threads)
+    graph_input = session.get_inputs()[0]
+    dtype = np.float16 if graph_input.type == "tensor(float16)" else np.float32
+    if graph_input.type == "tensor(double)":
+        dtype = np.float64
+    array = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    feed = {graph_input.name: np.ascontiguousarray(array, dtype=dtype)}
+
+    def run() -> None:
+        session.run(None, feed)
+
+    return run
+
+
+def _session(session_or_path: Any, threads: int | None) -> onnxruntime.InferenceSession:
+    if isinstance(session_or_path, (str, os.PathLike)):
+        return ort_session(session_or_path, threads)
+    if threads is not None:
+        raise ValueError("threads applies only when an .onnx path is given; "
+                         "build the session with ort_session(path, threads) instead")
+    return session_or_path
+
+
+def _time_ms(fn: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1e3
+
+
+def interleaved_latency(
+    candidates: Mapping[str, Callable[[], None]],
+    *,
+    rounds: int = 7,
+    warmup: int = 2,
+    per_round: int = 5,
+) -> dict[str, LatencyStats]:
+    """Latency of each zero-argument callable, measured round-robin (DESIGN.md §4 item 7).
+
+    Every candidate is first called ``warmup`` times. Then, in each of ``rounds`` rounds, every
+    candidate is called ``per_round`` times in a row and the fastest call of the round is kept;
+    the start of the round-robin rotates each round so no candidate always follows the same one.
+    Slow drifts of the machine (other processes, clock scaling) then hit all candidates alike.
+
+    Returns:
+        Candidate name → :class:`LatencyStats` over the per-round minima (``median_ms`` is the
+        number to compare; ``n == rounds``), in the order of ``candidates``.
+    """
+    _check_counts("interleaved_latency", rounds=rounds, per_round=per_round)
+    if warmup < 0:
+        raise ValueError(f"interleaved_latency: warmup must be >= 0, got {warmup}")
+    if not candidates:
+        raise ValueError("interleaved_latency: no candidates to measure")
+    names = list(candidates)
+    for _ in range(warmup):
+        for name in names:
+            candidates[name]()
+    minima: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            fn = candidates[name]
+            minima[name].append(min(_time_ms(fn) for _ in range(per_round)))
+    return {name: LatencyStats.from_samples(minima[name]) for name in names}
+
+
+def _sequential_latency(fn: Callable[[], None], warmup: int, repeats: int) -> LatencyStats:
+    _check_counts("latency", repeats=repeats)
+    if warmup < 0:
+        raise ValueError(f"latency: warmup must be >= 0, got {warmup}")
+    for _ in range(warmup):
+        fn()
+    return LatencyStats.from_samples([_time_ms(fn) for _ in range(repeats)])
+
+
+def measure_torch_latency(
+    model: nn.Module,
+    input_size: InputSize,
+    *,
+    batch: int = 1,
+    threads: int | None = None,
+    warmup: int = 3,
+    repeats: int = 20,
+) -> LatencyStats:
+    """PyTorch eager latency of one ``(batch, *input_size)`` forward, over ``repeats`` calls.
+
+    Runs in eval mode under ``torch.inference_mode`` on the model's device with ``threads`` torch
+    threads (the current count if ``None``); the model's mode and the thread count are restored.
+    To compare two models use :func:`interleaved_latency` instead.
+    """
+    was_training = model.training
+    x = _example(tuple(input_size), batch, _model_device(model))
+    try:
+        with _torch_threads(threads):
+            return _sequential_latency(torch_runner(model, x), warmup, repeats)
+    finally:
+        model.train(was_training)
+
+
+def measure_ort_latency(
+    onnx_path_or_session: Any,
+    input_size: InputSize,
+    *,
+    batch: int = 1,
+    threads: int | None = None,
+    warmup: int = 3,
+    repeats: int = 20,
+) -> LatencyStats:
+    """ONNX Runtime CPU latency of one ``(batch, *input_size)`` run, over ``repeats`` calls.
+
+    A path gets an :func:`ort_session` with ``threads`` intra-op threads (``torch.get_num_threads()``
+    if ``None``); a ready session is used as it is.
+    """
+    return _sequential_latency(ort_runner(onnx_path_or_session, _example(tuple(input_size), batch), threads),
+                               warmup, repeats)
+
+
+def _state_dict_bytes(model: nn.Module) -> int:
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getbuffer().nbytes
+
+
+def _machine() -> dict[str, Any]:
+    processor = platform.processor()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():  # Linux: platform.processor() is often just the architecture
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                processor = line.split(":", 1)[1].strip()
+                break
+    return {"processor": processor or platform.machine(), "machine": platform.machine(),
+            "system": platform.system(), "cpu_count": os.cpu_count()}
+
+
+def _versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+
+    return {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__}
+
+
+_METHOD = "median of per-round minima, candidates interleaved round-robin in one process"
+
+
+def bench_model(
+    model: nn.Module,
+    input_size: InputSize,
+    *,
+    batch: int = 1,
+    threads: int | None = None,
+    rounds: int = 7,
+    per_round: int = 3,
+    warmup: int = 2,
+    onnx_dir: str | os.PathLike[str] | None = None,
+    model_file: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Parameters, MACs, file size and PyTorch / ONNX Runtime latency of ``model``, as a JSON-ready dict.
+
+    The model is exported with :func:`~medprune.compress.export.export_onnx` (parity-checked)
+    to ``onnx_dir/model.onnx``, or to a temporary folder removed afterwards; PyTorch eager and ONNX
+    Runtime are then timed interleaved (:func:`interleaved_latency`) with the same thread count.
+    ``model_file`` reports that file's size instead of the size of ``torch.save(state_dict)``.
+
+    Returns:
+        ``{"params", "macs", "file_bytes", "file_kind", "onnx_bytes", "onnx_parity",
+        "latency_ms": {"torch": LatencyStats dict, "onnxruntime": ...}, "input_size", "batch",
+        "threads", "method", "versions", "machine"}``.
+    """
+    input_size = tuple(int(s) for s in input_size)
+    threads = threads or torch.get_num_threads()
+    was_training = model.training
+    x = _example(input_size, batch, _model_device(model))
+    if model_file is not None:
+        file_bytes, file_kind = Path(model_file).stat().st_size, Path(model_file).name
+    else:
+        file_bytes, file_kind = _state_dict_bytes(model), "torch.save(state_dict)"
+    result: dict[str, Any] = {
+        "params": count_params(model),
+        "macs": count_macs(model, input_size),
+        "file_bytes": file_bytes,
+        "file_kind": file_kind,
+    }
+    with contextlib.ExitStack() as stack:
+        folder = Path(onnx_dir) if onnx_dir is not None else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        exported = export_onnx(model, x, folder / "model.onnx")
+        result["onnx_bytes"] = exported.path.stat().st_size
+        result["onnx_parity"] = {"max_abs_diff": exported.max_abs_diff, "max_rel_diff": exported.max_rel_diff}
+        if onnx_dir is not None:
+            result["onnx_path"] = str(exported.path)
+        try:
+            with _torch_threads(threads):
+                stats = interleaved_latency(
+                    {"torch": torch_runner(model, x), "onnxruntime": ort_runner(exported.path, x, threads)},
+                    rounds=rounds, warmup=warmup, per_round=per_round)
+        finally:
+            model.train(was_training)
+    result.update(_context(input_size, batch, threads, stats, rounds, per_round))
+    result["torch_device"] = str(x.device)
+    logger.info("bench: %s params, %.1f MMACs, PyTorch %.2f ms, ONNX Runtime %.2f ms (median, %d threads)",
+                f"{result['params']:,}", result["macs"] / 1e6, stats["torch"].median_ms,
+                stats["onnxruntime"].median_ms, threads)
+    return result
+
+
+def _context(input_size: tuple[int, ...], batch: int, threads: int, stats: dict[str, LatencyStats],
+             rounds: int, per_round: int) -> dict[str, Any]:
+    return {
+        "latency_ms": {name: s.to_dict() for name, s in stats.items()},
+        "input_size": list(input_size),
+        "batch": batch,
+        "threads": threads,
+        "method": f"{_METHOD}; {rounds} rounds × {per_round} calls",
+        "versions": _versions(),
+        "machine": _machine(),
+    }
+
+
+def _onnx_input_size(path: Path) -> InputSize | None:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initializers = {t.name for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
+    if len(dims) == 4 and all(d for d in dims[1:]):
+        return (dims[1], dims[2], dims[3])
+    return None
+
+
+def _onnx_params(path: Path) -> int:
+    import onnx
+
+    floating = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return sum(math.prod(t.dims) for t in graph.initializer if t.data_type in floating)
+
+
+def bench_file(
+    model_path: str | os.PathLike[str],
+    input_size: InputSize | None = None,
+    **kw: Any,
+) -> dict[str, Any]:
+    """:func:`bench_model` for a medprune model file, or ONNX Runtime figures for an ``.onnx`` file.
+
+    A medprune file is rebuilt with :func:`medprune.compress.serialize.load_model` (pruned widths
+    included); ``input_size`` defaults to the model's ``default_input_size``. For an ``.onnx``
+    file only ONNX Runtime is timed; ``params`` counts the floating-point initializers (BatchNorm
+    is folded into the convolutions there, so it can be lower than the PyTorch count) and
+    ``macs`` is ``None``; ``input_size`` defaults to the graph's static input shape.
+
+    Keyword arguments are those of :func:`bench_model` (for ``.onnx``: ``batch``, ``threads``,
+    ``rounds``, ``per_round``, ``warmup``).
+
+    Raises:
+        FileNotFoundError: if ``model_path`` does not exist.
+        ValueError: if no input size is given and none can be read from the file.
+    """
+    path = Path(model_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such model file")
+    if path.suffix.lower() != ".onnx":
+        from medprune.compress.serialize import load_model
+
+        model = load_model(path)
+        size = input_size or getattr(model, "default_input_size", None)
+        if size is None:
+            raise ValueError(f"{path}: the model has no default_input_size; pass input_size (C, H, W)")
+        result = bench_model(model, tuple(size), model_file=path, **kw)
+        result["model_path"] = str(path)
+        return result
+
+    size = input_size or _onnx_input_size(path)
+    if size is None:
+        raise ValueError(f"{path}: the graph input has no static (C, H, W); pass input_size")
+    unknown = set(kw) - {"batch", "threads", "rounds", "per_round", "warmup"}
+    if unknown:
+        raise TypeError(f"bench_file: {', '.join(sorted(unknown))} do(es) not apply to an .onnx file")
+    batch, threads = kw.get("batch", 1), kw.get("threads") or torch.get_num_threads()
+    rounds, per_round = kw.get("rounds", 7), kw.get("per_round", 3)
+    x = _example(tuple(size), batch)
+    stats = interleaved_latency({"onnxruntime": ort_runner(path, x, threads)}, rounds=rounds,
+                                warmup=kw.get("warmup", 2), per_round=per_round)
+    result = {"params": _onnx_params(path), "macs": None, "file_bytes": path.stat().st_size,
+              "file_kind": path.name, "model_path": str(path)}
+    result.update(_context(tuple(size), batch, threads, stats, rounds, per_round))
+    return result
+
+
+def _ms(stats: Mapping[str, Any] | None) -> str:
+    if not stats:
+        return f"{'–':>8} {'–':>8} {'–':>8} {'–':>8}"
+    return " ".join(f"{stats[k]:>8.2f}" for k in ("median_ms", "p10_ms", "p90_ms", "min_ms"))
+
+
+def format_bench(result: Mapping[str, Any]) -> str:
+    """A fixed-width text table of a :func:`bench_model` / :func:`bench_file` result."""
+    size = "×".join(str(s) for s in result["input_size"])
+    macs = result.get("macs")
+    lines = [
+        f"{'parameters':<16} {result['params']:,}",
+        f"{'MACs':<16} {'n/a' if macs is None else f'{macs / 1e6:,.1f} M'}",
+        f"{'file size':<16} {result['file_bytes'] / 2**20:.2f} MiB ({result['file_kind']})",
+    ]
+    if "onnx_bytes" in result:
+        parity = result.get("onnx_parity") or {}
+        diff = parity.get("max_abs_diff")
+        lines.append(f"{'ONNX size':<16} {result['onnx_bytes'] / 2**20:.2f} MiB"
+                     + (f" (max |diff| vs PyTorch {diff:.2g})" if diff is not None else ""))
+    lines += [
+        f"{'input':<16} batch {result['batch']} × {size}, {result['threads']} thread(s)",
+        f"{'latency (ms)':<16} {'median':>8} {'p10':>8} {'p90':>8} {'min':>8}",
+    ]
+    labels = {"torch": "PyTorch eager", "onnxruntime": "ONNX Runtime"}
+    for name, stats in result["latency_ms"].items():
+        lines.append(f"  {labels.get(name, name):<14} {_ms(stats)}")
+    machine = result.get("machine") or {}
+    versions = result.get("versions") or {}
+    lines.append(f"{'machine':<16} {machine.get('processor', '?')}, {machine.get('cpu_count', '?')} CPUs")
+    lines.append(f"{'versions':<16} " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    lines.append(f"{'method':<16} {result.get('method', '')}")
+    return "\n".join(lines)

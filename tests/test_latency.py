@@ -1,0 +1,273 @@
+"""ONNX export parity, latency measurement and the benchmark dict (tiny models, CPU)."""
+
+from __future__ import annotations
+
+import io
+import math
+import sys
+import time
+import types
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from medprune.compress.export import ExportResult, export_onnx
+from medprune.compress.latency import (
+    LatencyStats,
+    bench_file,
+    bench_model,
+    count_macs,
+    count_params,
+    format_bench,
+    interleaved_latency,
+    measure_ort_latency,
+    measure_torch_latency,
+    ort_runner,
+    ort_session,
+    torch_runner,
+)
+from medprune.errors import ExportError, MedpruneError
+from medprune.models import count_macs as layer_macs
+from medprune.models import create_model
+
+INPUT = (3, 20, 20)
+
+
+def _net(randn_seed: int | None = None) -> nn.Sequential:
+    """Conv-BN-ReLU-conv-pool-linear; with ``randn_seed`` every weight and BN statistic is N(0, 1)."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3))
+    if randn_seed is not None:
+        g = torch.Generator().manual_seed(randn_seed)
+        with torch.no_grad():
+            for t in [*model.parameters(), model[1].running_mean]:
+                t.copy_(torch.randn(t.shape, generator=g))
+            model[1].running_var.copy_(torch.rand(8, generator=g) + 0.5)
+    return model
+
+
+def _batch(n: int, seed: int = 1) -> torch.Tensor:
+    return torch.randn((n, *INPUT), generator=torch.Generator().manual_seed(seed))
+
+
+class _TupleNet(nn.Module):
+    """Returns (logits, something else) also in eval mode, like a model with an auxiliary head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = _net()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.body(x)
+        return logits, logits * 2
+
+
+def test_export_parity_dynamic_batch_and_mode_restored(tmp_path) -> None:
+    model = _net().train()
+    result = export_onnx(model, _batch(2), tmp_path / "export" / "model.onnx")
+    assert isinstance(result, ExportResult) and result.path == tmp_path / "export" / "model.onnx"
+    assert result.path.is_file() and result.passed is True
+    assert result.max_abs_diff is not None and result.max_abs_diff < 1e-4
+    assert result.max_rel_diff is not None and result.seconds > 0
+    assert model.training  # mode restored
+    assert [p.name for p in (tmp_path / "export").iterdir()] == ["model.onnx"]  # no temp file left
+
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["input"]
+    assert [o.name for o in session.get_outputs()] == ["logits"]
+    x = _batch(5, seed=7)  # a batch size never seen during export
+    got = session.run(["logits"], {"input": x.numpy()})[0]
+    with torch.inference_mode():
+        expected = model.eval()(x).numpy()
+    assert got.shape == (5, 3)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_export_static_batch_and_tuple_output(tmp_path) -> None:
+    model = _TupleNet().eval()
+    result = export_onnx(model, (_batch(2),), tmp_path / "m.onnx", dynamic_batch=False)
+    assert not model.training
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == [2, *INPUT]
+    (out,) = session.run(None, {"input": _batch(2).numpy()})
+    with torch.inference_mode():
+        np.testing.assert_allclose(out, model(_batch(2))[0].numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_export_without_check_reports_none(tmp_path) -> None:
+    result = export_onnx(_net(), _batch(1), tmp_path / "m.onnx", check=False)
+    assert result.path.is_file()
+    assert (result.max_abs_diff, result.max_rel_diff, result.passed) == (None, None, None)
+
+
+def test_export_refused_beyond_tolerance_leaves_no_file(tmp_path) -> None:
+    # N(0, 1) weights give logits ~10: ORT folds BN into the conv, so float rounding differs
+    # by ~1e-5 — far above a zero tolerance, deterministically.
+    path = tmp_path / "model.onnx"
+    with pytest.raises(ExportError, match=r"model\.onnx: ONNX Runtime output differs from PyTorch .*max \|diff\| "
+                                          r"[0-9.e-]+, max relative diff [0-9.e-]+; allowed atol 0") as info:
+        export_onnx(_net(randn_seed=0), _batch(2), path, rtol=0.0, atol=0.0)
+    assert isinstance(info.value, MedpruneError)
+    assert list(tmp_path.iterdir()) == []
+
+    # An earlier export at the same path survives a refused one untouched.
+    path.write_bytes(b"earlier export")
+    with pytest.raises(ExportError):
+        export_onnx(_net(randn_seed=0), _batch(2), path, rtol=0.0, atol=0.0)
+    assert path.read_bytes() == b"earlier export" and [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
+    # ... and the same model passes at the default tolerance.
+    assert export_onnx(_net(randn_seed=0), _batch(2), path, rtol=1e-3, atol=1e-3).passed
+
+
+def test_export_rejects_several_inputs(tmp_path) -> None:
+    with pytest.raises(ExportError, match="one input tensor, got 2"):
+        export_onnx(_net(), (_batch(1), _batch(1)), tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_latency_stats_closed_form() -> None:
+    stats = LatencyStats.from_samples([float(v) for v in range(1, 11)])
+    assert (stats.median_ms, stats.mean_ms, stats.min_ms, stats.n) == (5.5, 5.5, 1.0, 10)
+    assert stats.p10_ms == pytest.approx(1.9) and stats.p90_ms == pytest.approx(9.1)
+    assert stats.to_dict()["median_ms"] == 5.5
+    with pytest.raises(ValueError, match="no samples"):
+        LatencyStats.from_samples([])
+
+
+def test_measure_torch_latency_restores_mode_and_threads() -> None:
+    model = _net().train()
+    threads = torch.get_num_threads()
+    stats = measure_torch_latency(model, INPUT, batch=2, threads=1, warmup=1, repeats=5)
+    assert stats.n == 5 and math.isfinite(stats.median_ms) and stats.median_ms > 0
+    assert stats.min_ms <= stats.p10_ms <= stats.median_ms <= stats.p90_ms
+    assert model.training and torch.get_num_threads() == threads
+    assert all(not bn.num_batches_tracked for bn in model.modules() if isinstance(bn, nn.BatchNorm2d))
+
+
+def test_measure_ort_latency_from_path_and_session(tmp_path) -> None:
+    path = export_onnx(_net(), _batch(1), tmp_path / "m.onnx").path
+    from_path = measure_ort_latency(path, INPUT, batch=3, threads=1, warmup=1, repeats=5)
+    from_session = measure_ort_latency(ort_session(path, 1), INPUT, warmup=1, repeats=5)
+    for stats in (from_path, from_session):
+        assert stats.n == 5 and math.isfinite(stats.median_ms) and stats.median_ms > 0
+    with pytest.raises(ValueError, match="threads applies only when an .onnx path is given"):
+        measure_ort_latency(ort_session(path, 1), INPUT, threads=2)
+
+
+def test_interleaved_latency_orders_by_work() -> None:
+    calls = {"fast": 0, "slow": 0}
+
+    def work(name: str, seconds: float):
+        def run() -> None:
+            calls[name] += 1
+            time.sleep(seconds)
+        return run
+
+    stats = interleaved_latency({"slow": work("slow", 0.006), "fast": work("fast", 0.002)},
+                                rounds=3, warmup=1, per_round=2)
+    assert list(stats) == ["slow", "fast"]
+    assert calls == {"slow": 1 + 3 * 2, "fast": 1 + 3 * 2}
+    assert stats["slow"].n == stats["fast"].n == 3
+    assert stats["fast"].median_ms >= 2.0 and stats["slow"].median_ms >= 6.0
+    assert stats["slow"].median_ms > 2.0 * stats["fast"].median_ms
+    with pytest.raises(ValueError, match="rounds must be a positive integer"):
+        interleaved_latency({"x": lambda: None}, rounds=0)
+
+
+def test_runners_run_torch_and_ort(tmp_path) -> None:
+    model = _net()
+    x = _batch(2)
+    path = export_onnx(model, x, tmp_path / "m.onnx").path
+    stats = interleaved_latency({"torch": torch_runner(model, x), "ort": ort_runner(path, x, threads=1)},
+                                rounds=2, warmup=1, per_round=1)
+    assert all(s.median_ms > 0 for s in stats.values())
+    assert not model.training  # a runner measures the deployed (eval) model
+
+
+def test_count_params_and_macs_match_models_cost() -> None:
+    model = create_model("small_cnn", num_classes=2, in_chans=1, width=0.25)
+    assert count_params(model) == sum(p.numel() for p in model.parameters())
+    assert count_macs(model, (1, 32, 32)) == sum(layer_macs(model, (1, 32, 32)).values())
+    # closed form for the first conv: 32×32 positions × 8 output channels × 1 × 3 × 3
+    assert layer_macs(model, (1, 32, 32))["features.0.0.0"] == 32 * 32 * 8 * 9
+
+
+def test_bench_model_keys_and_numbers(tmp_path) -> None:
+    model = create_model("small_cnn", num_classes=2, in_chans=1, width=0.25).train()
+    size = (1, 32, 32)
+    result = bench_model(model, size, threads=1, rounds=2, per_round=1, warmup=1, onnx_dir=tmp_path)
+    assert {"params", "macs", "file_bytes", "file_kind", "onnx_bytes", "onnx_parity", "latency_ms", "input_size",
+            "batch", "threads", "method", "versions", "machine", "onnx_path"} <= set(result)
+    assert result["params"] == sum(p.numel() for p in model.parameters())
+    assert result["macs"] == sum(layer_macs(model, size).values())
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    assert result["file_bytes"] == buffer.getbuffer().nbytes
+    assert (tmp_path / "model.onnx").stat().st_size == result["onnx_bytes"]
+    assert result["onnx_parity"]["max_abs_diff"] < 1e-4
+    assert set(result["latency_ms"]) == {"torch", "onnxruntime"}
+    assert all(s["median_ms"] > 0 and s["n"] == 2 for s in result["latency_ms"].values())
+    assert (result["input_size"], result["batch"], result["threads"]) == ([1, 32, 32], 1, 1)
+    assert result["versions"]["torch"] == torch.__version__ and result["versions"]["onnxruntime"] == ort.__version__
+    assert result["machine"]["cpu_count"] >= 1
+    assert model.training
+    table = format_bench(result)
+    assert f"{result['params']:,}" in table and "PyTorch eager" in table and "ONNX Runtime" in table
+
+
+def test_bench_model_temporary_export_is_removed(tmp_path, monkeypatch) -> None:
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    result = bench_model(_net(), INPUT, threads=1, rounds=1, per_round=1, warmup=0)
+    assert "onnx_path" not in result and result["onnx_bytes"] > 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bench_file_onnx(tmp_path) -> None:
+    model = _net()
+    path = export_onnx(model, _batch(1), tmp_path / "m.onnx").path
+    result = bench_file(path, threads=1, rounds=2, per_round=1, warmup=0)
+    # BatchNorm is folded into the first conv: its weight + a bias, the second conv, the linear layer
+    folded = 8 * 3 * 9 + 8 + 8 * 8 * 9 + 8 + 8 * 3 + 3
+    assert result["params"] == folded and result["macs"] is None
+    assert result["input_size"] == list(INPUT)  # read from the graph
+    assert result["file_bytes"] == path.stat().st_size
+    assert list(result["latency_ms"]) == ["onnxruntime"] and result["latency_ms"]["onnxruntime"]["median_ms"] > 0
+    assert "MACs             n/a" in format_bench(result)
+    with pytest.raises(TypeError, match="onnx_dir"):
+        bench_file(path, onnx_dir=tmp_path)
+    with pytest.raises(FileNotFoundError, match="no such model file"):
+        bench_file(tmp_path / "missing.onnx")
+
+
+def test_bench_file_medprune_model_uses_load_model(tmp_path, monkeypatch) -> None:
+    model = create_model("small_cnn", num_classes=2, in_chans=1, width=0.25)
+    model.default_input_size = (1, 32, 32)
+    path = tmp_path / "pruned.pt"
+    path.write_bytes(b"x" * 1234)  # only its size is read; load_model is stubbed below
+    loaded: list[str] = []
+
+    def load_model(p):
+        loaded.append(str(p))
+        return model
+
+    monkeypatch.setitem(sys.modules, "medprune.compress.serialize", types.SimpleNamespace(load_model=load_model))
+    result = bench_file(path, threads=1, rounds=1, per_round=1, warmup=0)
+    assert loaded == [str(path)]
+    assert result["file_bytes"] == 1234 and result["file_kind"] == "pruned.pt"
+    assert result["input_size"] == [1, 32, 32]
+    assert result["params"] == count_params(model) and result["macs"] == count_macs(model, (1, 32, 32))
+
+
+def test_bench_file_round_trip_with_save_model(tmp_path) -> None:
+    from medprune.compress.serialize import save_model
+
+    model = create_model("small_cnn", num_classes=2, in_chans=1, width=0.25)
+    path = save_model(model, tmp_path / "model.pt")
+    result = bench_file(path, (1, 32, 32), threads=1, rounds=1, per_round=1, warmup=0)
+    assert result["params"] == count_params(model) and result["macs"] == count_macs(model, (1, 32, 32))
+    assert result["file_bytes"] == path.stat().st_size and result["model_path"] == str(path)
