@@ -93,6 +93,53 @@ def validate(
     typer.echo(f"{config}: ok")
 
 
+@app.command()
+def prune(
+    config: Path = typer.Argument(..., help="The experiment YAML (its compress section says how to prune)."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="The trained model, e.g. runs/NAME/checkpoints/best.pt"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: runs/NAME/compressed)."),
+    overrides: Optional[list[str]] = OverridesArg,
+) -> None:
+    """Prune a trained model (criterion, schedule, ratio from the config); evaluate base and pruned."""
+    from medprune.compress.job import prune_job
+    from medprune.config import load_config
+
+    cfg = load_config(config, overrides or [])
+    outcome = prune_job(cfg, checkpoint, out)
+    s = outcome.summary
+    typer.echo(f"pruned with {s['criterion']} / {s['schedule']} at ratio {s['ratio']:.2f}: params "
+               f"{s['params_before']:,} -> {s['params_after']:,}, MACs {s['macs_before']:,} -> {s['macs_after']:,} "
+               f"({s['macs_reduction']:.2f}x fewer); safety gate: {s['safety_gate']}")
+    typer.echo("base model:")
+    _summary(outcome.base_metrics, outcome.out_dir / "base")
+    typer.echo("pruned model:")
+    _summary(outcome.metrics, outcome.out_dir)
+    typer.echo(f"pruned model: {outcome.out_dir / 'model.pt'}; done in {s['seconds']:.0f} s")
+
+
+@app.command()
+def bench(
+    model_file: Path = typer.Argument(..., help="A medprune model file (model.pt, checkpoint) or an .onnx file."),
+    input_size: tuple[int, int, int] = typer.Option(..., "--input-size", help="C H W, e.g. --input-size 1 112 112"),
+    batch: int = typer.Option(1, "--batch", min=1),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (default: torch's)."),
+    rounds: int = typer.Option(7, "--rounds", min=3, help="Interleaved rounds (PyTorch and ONNX Runtime alternate); "
+                               "the median of per-round minima is reported."),
+    out: Optional[Path] = typer.Option(None, "--json", help="Write the results here (default: MODEL_FILE.bench.json)."),
+) -> None:
+    """Parameters, MACs, file size and latency on PyTorch and ONNX Runtime CPU; writes JSON."""
+    from medprune._io import atomic_write_json
+    from medprune.compress.latency import bench_file, format_bench
+
+    if not model_file.is_file():
+        raise MedpruneError(f"{model_file}: model file not found")
+    result = bench_file(model_file, tuple(input_size), batch=batch, threads=threads, rounds=rounds)
+    target = out or model_file.with_suffix(model_file.suffix + ".bench.json")
+    atomic_write_json(target, result)
+    typer.echo(format_bench(result))
+    typer.echo(f"json: {target}")
+
+
 @app.command("models")
 def list_models_cmd() -> None:
     """List the registered models."""

@@ -40,6 +40,12 @@ __all__ = [
     "OptimConfig",
     "EvalConfig",
     "RuntimeConfig",
+    "CalibrationConfig",
+    "DistillConfig",
+    "FinetuneConfig",
+    "SafetyConfig",
+    "LatencyTargetConfig",
+    "CompressConfig",
     "ExperimentConfig",
     "EARLY_STOPPING_METRICS",
     "load_config",
@@ -264,6 +270,148 @@ class RuntimeConfig:
             check(self.threads >= 1, "threads", f"must be >= 1, got {self.threads}")
 
 
+def _check_options(kind: str, name: str, options: dict[str, Any], factory: Any, key: str) -> None:
+    """Check ``options`` against the keyword arguments of a registered class's constructor."""
+    params = inspect.signature(factory).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    for opt in options:
+        if opt not in params or opt == "self":
+            raise FieldError(f"{key}.{opt}", suggest(opt, [p for p in params if p != "self"], f"option of {kind} {name!r}"))
+
+
+@dataclass
+class CalibrationConfig:
+    """Class-balanced batches that data-driven criteria read activation statistics from."""
+
+    batches: int = 16
+    batch_size: int = 16
+    split: Literal["train", "val"] = "train"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check(self.batches >= 1, "batches", f"must be >= 1, got {self.batches}")
+        check(self.batch_size >= 2, "batch_size", f"must be >= 2, got {self.batch_size}")
+
+
+@dataclass
+class DistillConfig:
+    """Knowledge distillation from the unpruned model while fine-tuning."""
+
+    enabled: bool = False
+    alpha: float = 0.5
+    temperature: float = 4.0
+
+    def __post_init__(self) -> None:
+        check(0 <= self.alpha <= 1, "alpha", f"must be in [0, 1], got {self.alpha}")
+        check(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
+
+
+@dataclass
+class FinetuneConfig:
+    """Fine-tuning after (each step of) pruning; the optimiser is rebuilt for the pruned parameters."""
+
+    epochs: int = 5
+    lr: float | None = None
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+    def __post_init__(self) -> None:
+        check(self.epochs >= 0, "epochs", f"must be >= 0, got {self.epochs}")
+        if self.lr is not None:
+            check(self.lr > 0, "lr", f"must be > 0 or null (= optim.lr), got {self.lr}")
+
+
+@dataclass
+class SafetyConfig:
+    """Imbalance-aware gate: stop or back off when the worst class loses too much sensitivity.
+
+    ``max_worst_class_drop``: the largest allowed drop of validation worst-class sensitivity below
+    the unpruned model's (absolute, e.g. 0.05 = five points); ``null`` turns the gate off.
+    """
+
+    max_worst_class_drop: float | None = 0.05
+    action: Literal["backoff", "stop"] = "backoff"
+
+    def __post_init__(self) -> None:
+        if self.max_worst_class_drop is not None:
+            check(0 <= self.max_worst_class_drop <= 1, "max_worst_class_drop",
+                  f"must be in [0, 1] or null, got {self.max_worst_class_drop}")
+
+
+@dataclass
+class LatencyTargetConfig:
+    """Prune in steps until the measured ONNX Runtime CPU latency meets ``ms`` or ``speedup``."""
+
+    ms: float | None = None
+    speedup: float | None = None
+    step: float = 0.1
+    max_ratio: float = 0.9
+    threads: int | None = None
+    batch: int = 1
+    repeats: int = 20
+
+    def __post_init__(self) -> None:
+        check((self.ms is None) != (self.speedup is None), "ms", "set exactly one of ms and speedup")
+        if self.ms is not None:
+            check(self.ms > 0, "ms", f"must be > 0, got {self.ms}")
+        if self.speedup is not None:
+            check(self.speedup > 1, "speedup", f"must be > 1, got {self.speedup}")
+        check(0 < self.step < 1, "step", f"must be in (0, 1), got {self.step}")
+        check(0 < self.max_ratio < 1, "max_ratio", f"must be in (0, 1), got {self.max_ratio}")
+        check(self.repeats >= 3, "repeats", f"must be >= 3, got {self.repeats}")
+
+
+@dataclass
+class CompressConfig:
+    """What ``medprune prune`` does: criterion × schedule × ratio, protected layers, calibration data.
+
+    Example::
+
+        compress:
+          criterion: beta_rank
+          schedule: iterative
+          schedule_options: {steps: 3}
+          ratio: 0.5
+          round_to: 8
+          protect: [first_conv]
+          finetune: {epochs: 3, distill: {enabled: true}}
+          safety: {max_worst_class_drop: 0.05}
+    """
+
+    criterion: str = "l2"
+    criterion_options: dict[str, Any] = field(default_factory=dict)
+    schedule: str = "oneshot"
+    schedule_options: dict[str, Any] = field(default_factory=dict)
+    ratio: float = 0.5
+    layer_ratios: dict[str, float] = field(default_factory=dict)
+    global_pruning: bool = False
+    round_to: int | None = 8
+    protect: list[str] = field(default_factory=lambda: ["first_conv"])
+    max_layer_ratio: float = 0.95
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
+    latency_target: LatencyTargetConfig | None = None
+
+    def __post_init__(self) -> None:
+        from medprune.compress import CRITERIA, SCHEDULES
+
+        if self.criterion not in CRITERIA:
+            raise FieldError("criterion", suggest(self.criterion, CRITERIA.names(), "criterion"))
+        _check_options("criterion", self.criterion, self.criterion_options, CRITERIA.get(self.criterion),
+                       "criterion_options")
+        if self.schedule not in SCHEDULES:
+            raise FieldError("schedule", suggest(self.schedule, SCHEDULES.names(), "schedule"))
+        _check_options("schedule", self.schedule, self.schedule_options, SCHEDULES.get(self.schedule),
+                       "schedule_options")
+        check(0 <= self.ratio < 1, "ratio", f"must be in [0, 1), got {self.ratio}")
+        for pattern, r in self.layer_ratios.items():
+            check(isinstance(r, (int, float)) and 0 <= r < 1, f"layer_ratios.{pattern}", f"must be in [0, 1), got {r}")
+        if self.round_to is not None:
+            check(self.round_to >= 1, "round_to", f"must be >= 1 or null, got {self.round_to}")
+        check(0 < self.max_layer_ratio < 1, "max_layer_ratio", f"must be in (0, 1), got {self.max_layer_ratio}")
+
+
 @dataclass
 class ExperimentConfig:
     """One experiment: data, model, optimisation, evaluation and runtime settings."""
@@ -275,6 +423,7 @@ class ExperimentConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    compress: CompressConfig = field(default_factory=CompressConfig)
     source: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -45,6 +45,7 @@ from medprune.engine.trainer import EpochCallback, Trainer, TrainResult, predict
 from medprune.errors import CheckpointError, ConfigError, DataError
 from medprune.metrics import classification_metrics, write_predictions_csv
 from medprune.models import create_model
+from medprune.models._structure import build_from_spec
 
 __all__ = ["DataBundle", "TrainOutcome", "resolve_device", "prepare_data", "build_model", "train",
            "evaluate", "evaluate_model"]
@@ -268,7 +269,7 @@ def evaluate(config: ExperimentConfig, checkpoint: str | Path, out_dir: str | Pa
     if split not in data.datasets:
         raise DataError(f"{data.manifest}: the {split} split is empty under this config's data.split")
     spec = ckpt.get("model_spec")
-    model = create_model(spec["name"], **spec["kwargs"]) if spec else build_model(config)
+    model = build_from_spec(spec, str(checkpoint)) if spec else build_model(config)
     load_model_weights(model, ckpt, checkpoint)
     return evaluate_model(model, data.datasets[split], config, out_dir, device=device, split=split,
                           synthetic=data.synthetic, extra={"checkpoint": str(checkpoint), "epoch": ckpt.get("epoch")})

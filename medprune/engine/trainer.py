@@ -37,12 +37,61 @@ from medprune.engine.samplers import EpochSampler, ShardSampler, inverse_frequen
 from medprune.errors import CheckpointError
 from medprune.metrics import classification_metrics
 
-__all__ = ["Trainer", "TrainResult", "Predictions", "predict", "EpochCallback"]
+__all__ = ["Trainer", "TrainResult", "Predictions", "predict", "EpochCallback", "TrainHook", "Distillation"]
 
 log = logging.getLogger(__name__)
 
 #: Called after each epoch's checkpoint is written: ``callback(trainer, record)``.
 EpochCallback = Callable[["Trainer", dict[str, Any]], None]
+
+
+class TrainHook:
+    """Extension points the compression schedules use; every method is optional.
+
+    - ``extra_loss(trainer, output, target)`` returns a tensor added to the training loss
+      (BPCP's gate penalty) or ``None``;
+    - ``after_step(trainer)`` runs after each optimiser step;
+    - ``after_train_epoch(trainer)`` runs after an epoch's training, before validation
+      (SFP zeroes its filters here, so validation and the checkpoint see the soft-pruned model).
+    """
+
+    def extra_loss(self, trainer: "Trainer", output: Any, target: torch.Tensor) -> torch.Tensor | None:
+        return None
+
+    def after_step(self, trainer: "Trainer") -> None:
+        return None
+
+    def after_train_epoch(self, trainer: "Trainer") -> None:
+        return None
+
+
+@dataclass
+class Distillation:
+    """Knowledge distillation from a frozen teacher (Hinton et al. 2015).
+
+    loss = (1 - alpha) * CE(student, y) + alpha * T^2 * KL(softmax(teacher/T) || softmax(student/T))
+    """
+
+    teacher: nn.Module
+    alpha: float = 0.5
+    temperature: float = 4.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"distillation alpha must be in [0, 1], got {self.alpha}")
+        if self.temperature <= 0:
+            raise ValueError(f"distillation temperature must be > 0, got {self.temperature}")
+        self.teacher.eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+
+    def loss(self, student_logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            teacher_logits = _logits(self.teacher(x)).float()
+        t = self.temperature
+        return nn.functional.kl_div(nn.functional.log_softmax(student_logits.float() / t, dim=1),
+                                    nn.functional.softmax(teacher_logits / t, dim=1),
+                                    reduction="batchmean") * (t * t)
 
 
 @dataclass
@@ -131,12 +180,14 @@ class Trainer:
         dist_info: this process's place in a DDP job (single process by default).
         callbacks: called after every epoch, once its checkpoint is on disk.
         model_spec: ``{"name", "kwargs"}`` stored in checkpoints so they can be rebuilt.
+        hooks: :class:`TrainHook` objects (extra loss terms, per-step and per-epoch actions).
+        distill: distil from a teacher (the unpruned model) while training.
     """
 
     def __init__(self, model: nn.Module, train_set: Dataset, val_set: Dataset, config: ExperimentConfig,
                  run_dir: str | Path, device: torch.device, *, dist_info: DistInfo = DistInfo(),
                  callbacks: Sequence[EpochCallback] = (), model_spec: dict[str, Any] | None = None,
-                 teacher: nn.Module | None = None) -> None:
+                 hooks: Sequence[TrainHook] = (), distill: Distillation | None = None) -> None:
         self.config = config
         self.optim_cfg = config.optim
         self.run_dir = Path(run_dir)
@@ -149,7 +200,10 @@ class Trainer:
         self.train_set = train_set
         self.val_set = val_set
         self.model = model.to(device)
-        self.teacher = teacher
+        self.hooks = list(hooks)
+        self.distill = distill
+        if distill is not None:
+            distill.teacher.to(device)
         self.net: nn.Module = self.model
         if dist_info.enabled:
             self.net = nn.parallel.DistributedDataParallel(
@@ -235,6 +289,13 @@ class Trainer:
                 loss = loss + self.optim_cfg.aux_weight * nn.functional.cross_entropy(aux, target, **ce)
         else:
             loss = nn.functional.cross_entropy(output, target, **ce)
+        if self.distill is not None:
+            a = self.distill.alpha
+            loss = (1.0 - a) * loss + a * self.distill.loss(_logits(output), x)
+        for hook in self.hooks:
+            extra = hook.extra_loss(self, output, target)
+            if extra is not None:
+                loss = loss + extra
         return loss
 
     def train_one_epoch(self) -> float:
@@ -263,9 +324,13 @@ class Trainer:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.optim_cfg.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            for hook in self.hooks:
+                hook.after_step(self)
             loss_sum += float(loss.detach()) * len(y)
             count += len(y)
             bar.set_postfix(loss=f"{loss_sum / count:.4f}")
+        for hook in self.hooks:
+            hook.after_train_epoch(self)
         # Keep BatchNorm statistics identical on every replica before validating.
         broadcast_buffers(self.model, self.dist)
         total, n = all_reduce_sum([loss_sum, count], self.dist, self.device)

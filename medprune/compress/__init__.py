@@ -1,0 +1,37 @@
+"""Compression: structured pruning over Torch-Pruning, criteria, schedules, export and latency.
+
+Public API::
+
+    from medprune.compress import prune_model, list_criteria, save_model, load_model
+    result = prune_model(model, example_inputs, criterion="beta_rank", ratio=0.5,
+                         calibration=class_balanced_batches(train_set, batch_size=16, num_batches=16)())
+"""
+
+from medprune.compress import bpcp, sfp  # noqa: F401  (importing registers the schedules)
+from medprune.compress._context import CompressContext, PruneOptions
+from medprune.compress.calibration import class_balanced_batches
+from medprune.compress.importance import CRITERIA, Criterion, create_criterion, list_criteria
+from medprune.compress.prune import PruneResult, keep_count, prune_channels, prune_model, self_check
+from medprune.compress.schedules import SCHEDULES, Schedule, create_schedule, list_schedules
+from medprune.compress.serialize import load_model, save_model
+
+__all__ = [
+    "CRITERIA",
+    "Criterion",
+    "create_criterion",
+    "list_criteria",
+    "SCHEDULES",
+    "Schedule",
+    "create_schedule",
+    "list_schedules",
+    "CompressContext",
+    "PruneOptions",
+    "PruneResult",
+    "prune_model",
+    "prune_channels",
+    "keep_count",
+    "self_check",
+    "class_balanced_batches",
+    "save_model",
+    "load_model",
+]

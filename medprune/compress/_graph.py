@@ -1,0 +1,228 @@
+"""Tracing a model for Torch-Pruning, with the gaps of Torch-Pruning 1.6.1 closed (DESIGN.md §4).
+
+Torch-Pruning's :class:`~torch_pruning.DependencyGraph` does the surgery; this module decides how it
+is built and leaves the model as it found it:
+
+1. **In-place activations** (MONAI / nnU-Net style ``InstanceNorm → ReLU(inplace=True)``): an
+   in-place op overwrites the norm's output ``grad_fn``, so the tracer loses the norm (it stays
+   unpruned, or ``build_dependency`` crashes on concatenated skips). :func:`no_inplace` switches
+   every ``inplace`` flag off while tracing and pruning, and restores it afterwards.
+2. **Train-only branches** (Inception V3's auxiliary head): Torch-Pruning traces in ``eval()``, so
+   branches used only in training are missed and the model fails in ``train()`` after pruning.
+   :func:`train_forward` traces in train mode (batch ≥ 2 for BatchNorm); running statistics are
+   restored afterwards.
+3. **Detectors** (torchvision Faster R-CNN): in eval mode the RPN head hangs off detached
+   proposals and is missed; :func:`detection_forward` traces in train mode with synthetic targets
+   so the RPN and RoI heads are reached through their losses.
+   torchvision's backbones also use ``FrozenBatchNorm2d`` (buffers, not a ``BatchNorm`` subclass),
+   which Torch-Pruning does not know: :class:`FrozenBatchNormPruner` slices it with its conv.
+4. **Side effects**: building a graph leaves the model in ``eval()``, and pruning replaces
+   parameters (resetting ``requires_grad``). :class:`preserved_state` records each module's
+   mode, each parameter's ``requires_grad`` (by name) and every buffer, and puts them back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Iterator
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+__all__ = ["ForwardFn", "no_inplace", "preserved_state", "train_forward", "detection_forward", "build_graph",
+           "output_layers", "input_layers", "flatten_outputs"]
+
+#: ``forward_fn(model, example_inputs) -> outputs`` used for tracing and the train-mode self-check.
+ForwardFn = Callable[[nn.Module, Any], Any]
+
+
+@contextlib.contextmanager
+def no_inplace(model: nn.Module) -> Iterator[None]:
+    """Turn every module's ``inplace`` flag off for the duration (gap 1)."""
+    switched = [m for m in model.modules() if getattr(m, "inplace", False) is True]
+    for m in switched:
+        m.inplace = False
+    try:
+        yield
+    finally:
+        for m in switched:
+            m.inplace = True
+
+
+class preserved_state(contextlib.AbstractContextManager):
+    """Restore modes, ``requires_grad`` (by parameter name) and, optionally, buffers on exit (gap 4).
+
+    Buffers are restored only where their shape is unchanged (a pruned BatchNorm keeps its pruned
+    statistics, which Torch-Pruning slices correctly).
+    """
+
+    def __init__(self, model: nn.Module, *, buffers: bool = True) -> None:
+        self.model = model
+        self.modes = {name: m.training for name, m in model.named_modules()}
+        self.frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+        self.buffers = {name: b.detach().clone() for name, b in model.named_buffers()} if buffers else {}
+
+    def restore(self) -> None:
+        for name, m in self.model.named_modules():
+            if name in self.modes:
+                m.training = self.modes[name]
+        for name, p in self.model.named_parameters():
+            p.requires_grad_(name not in self.frozen)
+        if self.buffers:
+            with torch.no_grad():
+                for name, b in self.model.named_buffers():
+                    old = self.buffers.get(name)
+                    if old is not None and old.shape == b.shape:
+                        b.copy_(old)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.restore()
+
+
+def _at_least_two(x: Any) -> Any:
+    if isinstance(x, torch.Tensor) and x.dim() > 0 and x.shape[0] == 1:
+        return torch.cat([x, x], dim=0)
+    return x
+
+
+def train_forward(model: nn.Module, example_inputs: Any) -> Any:
+    """Forward in train mode so train-only branches are traced (gap 2)."""
+    model.train()
+    x = _at_least_two(example_inputs)
+    if isinstance(x, (tuple, list)):
+        return model(*x)
+    if isinstance(x, dict):
+        return model(**x)
+    return model(x)
+
+
+def detection_forward(model: nn.Module, example_inputs: Any) -> Any:
+    """Forward a torchvision detector in train mode with one synthetic box per image (gap 3).
+
+    The losses depend on every head, so the RPN head behind the FPN and the RoI heads join the graph.
+    """
+    model.train()
+    images = list(example_inputs) if isinstance(example_inputs, torch.Tensor) else list(example_inputs)
+    targets = []
+    for img in images:
+        h, w = img.shape[-2:]
+        box = torch.tensor([[0.25 * w, 0.25 * h, 0.75 * w, 0.75 * h]], dtype=img.dtype, device=img.device)
+        targets.append({"boxes": box, "labels": torch.ones(1, dtype=torch.int64, device=img.device)})
+    return model(images, targets)
+
+
+def is_detector(model: nn.Module) -> bool:
+    """A torchvision two-stage detector (``GeneralizedRCNN``)."""
+    try:
+        from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+    except ImportError:  # pragma: no cover - torchvision is a dependency
+        return False
+    return isinstance(model, GeneralizedRCNN)
+
+
+def default_forward_fn(model: nn.Module) -> ForwardFn:
+    """The tracing forward medprune uses for ``model``."""
+    return detection_forward if is_detector(model) else train_forward
+
+
+def flatten_outputs(out: Any) -> list[torch.Tensor]:
+    """Every tensor in a (nested) model output, in a stable order."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        return [t for k in sorted(out, key=str) for t in flatten_outputs(out[k])]
+    if isinstance(out, (tuple, list)):
+        return [t for o in out for t in flatten_outputs(o)]
+    return []
+
+
+class FrozenBatchNormPruner(tp.pruner.function.BasePruningFunc):
+    """Prunes torchvision's ``FrozenBatchNorm2d`` (its statistics and affine terms are buffers)."""
+
+    def prune_out_channels(self, layer: nn.Module, idxs: Any) -> nn.Module:
+        keep = sorted(set(range(layer.weight.shape[0])) - {int(i) for i in idxs})
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            layer._buffers[name] = layer._buffers[name][keep].contiguous()
+        return layer
+
+    prune_in_channels = prune_out_channels
+
+    def get_out_channels(self, layer: nn.Module) -> int:
+        return int(layer.weight.shape[0])
+
+    get_in_channels = get_out_channels
+
+
+def customized_pruners() -> dict[type, Any]:
+    """Pruners for layer types Torch-Pruning does not handle itself."""
+    pruners: dict[type, Any] = {}
+    try:
+        from torchvision.ops.misc import FrozenBatchNorm2d
+
+        pruners[FrozenBatchNorm2d] = FrozenBatchNormPruner()
+    except ImportError:  # pragma: no cover - torchvision is a dependency
+        pass
+    return pruners
+
+
+def build_graph(model: nn.Module, example_inputs: Any, forward_fn: ForwardFn | None = None) -> tp.DependencyGraph:
+    """Torch-Pruning's dependency graph of ``model``, traced with the gaps closed.
+
+    Leaves the model's modes, ``requires_grad`` flags and buffers (BatchNorm statistics) unchanged.
+    """
+    forward_fn = forward_fn or default_forward_fn(model)
+    with preserved_state(model), no_inplace(model):
+        return tp.DependencyGraph().build_dependency(
+            model, example_inputs=example_inputs, forward_fn=forward_fn, output_transform=flatten_outputs,
+            customized_pruners=customized_pruners())
+
+
+_ROOTS = (nn.modules.conv._ConvNd, nn.Linear)
+
+
+def output_layers(graph: tp.DependencyGraph) -> set[nn.Module]:
+    """Conv/linear layers whose output channels reach a model output without another conv/linear.
+
+    These are the classifiers (Inception's main and auxiliary heads, a detector's box and objectness
+    predictors): pruning their outputs would change what the model predicts, so they are always
+    protected.
+    """
+    found: set[nn.Module] = set()
+    for module, node in graph.module2node.items():
+        if not isinstance(module, _ROOTS):
+            continue
+        stack, seen = list(node.outputs), set()
+        terminal = not node.outputs
+        while stack and not terminal:
+            n = stack.pop()
+            if id(n) in seen:
+                continue
+            seen.add(id(n))
+            if isinstance(n.module, _ROOTS):
+                continue
+            if not n.outputs:
+                terminal = True
+            stack.extend(n.outputs)
+        if terminal:
+            found.add(module)
+    return found
+
+
+def input_layers(graph: tp.DependencyGraph) -> set[nn.Module]:
+    """Conv layers fed by the model input (the ``first_conv`` protection token)."""
+    found: set[nn.Module] = set()
+    for module, node in graph.module2node.items():
+        if not isinstance(module, nn.modules.conv._ConvNd):
+            continue
+        stack, seen, upstream = list(node.inputs), set(), False
+        while stack and not upstream:
+            n = stack.pop()
+            if id(n) in seen:
+                continue
+            seen.add(id(n))
+            upstream = isinstance(n.module, _ROOTS)
+            stack.extend(n.inputs)
+        if not upstream:
+            found.add(module)
+    return found
