@@ -172,7 +172,7 @@ def build_graph(model: nn.Module, example_inputs: Any, forward_fn: ForwardFn | N
     Leaves the model's modes, ``requires_grad`` flags and buffers (BatchNorm statistics) unchanged.
     """
     forward_fn = forward_fn or default_forward_fn(model)
-    with preserved_state(model), no_inplace(model):
+    with preserved_state(model), no_inplace(model), torch.enable_grad():  # the tracer follows autograd
         return tp.DependencyGraph().build_dependency(
             model, example_inputs=example_inputs, forward_fn=forward_fn, output_transform=flatten_outputs,
             customized_pruners=customized_pruners())

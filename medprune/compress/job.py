@@ -126,6 +126,21 @@ def search_latency_ratio(model: nn.Module, example: torch.Tensor, ctx: CompressC
     return float(chosen or 0.0), record
 
 
+def _gate_verdict(events: list[dict[str, Any]]) -> str:
+    """One line on what the safety gate did, for the summary and the console."""
+    acted = [e for e in events if e["event"] in ("safety_backoff", "safety_stop")]
+    if acted:
+        return "triggered: " + acted[0]["message"]
+    checks = [e for e in events if e["event"] == "safety_gate"]
+    if not checks:
+        return "off"
+    last = checks[-1]
+    if last["passed"]:
+        return f"passed (worst-class sensitivity drop {last['drop']:.3f} <= {last['limit']:.3f} on validation)"
+    return (f"FAILED: validation worst-class sensitivity fell by {last['drop']:.3f} (limit {last['limit']:.3f}); "
+            "use the iterative schedule to back off, a lower ratio, or more fine-tuning")
+
+
 def prune_job(config: ExperimentConfig, checkpoint: str | Path, out_dir: str | Path | None = None, *,
               split: str = "test") -> PruneOutcome:
     """Prune the checkpoint's model as ``config.compress`` says; evaluate base and pruned; write reports."""
@@ -208,9 +223,7 @@ def prune_job(config: ExperimentConfig, checkpoint: str | Path, out_dir: str | P
         "events": ctx.events, "latency_search": latency_record, "synthetic_data": data.synthetic,
     }
     summary["macs_reduction"] = summary["macs_before"] / max(1, summary["macs_after"])
-    gate = [e for e in ctx.events if e["event"] in ("safety_backoff", "safety_stop")]
-    summary["safety_gate"] = ("triggered: " + gate[0]["message"]) if gate else (
-        "passed" if any(e["event"] == "safety_gate" for e in ctx.events) else "off")
+    summary["safety_gate"] = _gate_verdict(ctx.events)
     save_model(pruned, out / "model.pt", extra={"prune": {k: summary[k] for k in (
         "criterion", "schedule", "ratio", "macs_before", "macs_after")}})
     metrics = evaluate_model(pruned, data.datasets[split], config, out, device=device, split=split,

@@ -150,7 +150,7 @@ def _count_macs(model: nn.Module, example_inputs: Any, forward_fn: ForwardFn | N
 
 def _output_shapes(model: nn.Module, example_inputs: Any, forward_fn: ForwardFn) -> dict[str, list[tuple[int, ...]]]:
     shapes: dict[str, list[tuple[int, ...]]] = {}
-    with preserved_state(model), no_inplace(model):
+    with preserved_state(model), no_inplace(model), torch.no_grad():
         model.eval()
         with torch.no_grad():
             shapes["eval"] = [tuple(t.shape[1:]) for t in flatten_outputs(model(example_inputs))] \
@@ -167,7 +167,7 @@ def self_check(model: nn.Module, example_inputs: Any, expected: dict[str, list[t
     :class:`~medprune.errors.PruningError` describing the first failure.
     """
     forward_fn = forward_fn or default_forward_fn(model)
-    with preserved_state(model):
+    with preserved_state(model), torch.enable_grad():
         for mode in ("eval", "train"):
             try:
                 if mode == "eval":
@@ -192,6 +192,36 @@ def self_check(model: nn.Module, example_inputs: Any, expected: dict[str, list[t
             finally:
                 for p in model.parameters():
                     p.grad = None
+
+
+@dataclass
+class _Before:
+    """Widths, parameters and MACs of a model before pruning."""
+
+    widths: dict[str, int]
+    params: int
+    macs: int
+
+    @classmethod
+    def of(cls, model: nn.Module, example_inputs: Any, forward_fn: ForwardFn | None) -> "_Before":
+        return cls(layer_widths(model), _count_params(model), _count_macs(model, example_inputs, forward_fn))
+
+
+def _finish(model: nn.Module, example_inputs: Any, forward_fn: ForwardFn, state: preserved_state,
+            expected: dict[str, list[tuple[int, ...]]] | None, before: _Before, removed: dict[str, list[int]],
+            t0: float, criterion: str) -> PruneResult:
+    """Restore modes and frozen flags, record the new widths in the spec, self-check, summarise."""
+    state.restore()
+    spec = getattr(model, "medprune_spec", None)
+    if isinstance(spec, dict):
+        model.medprune_spec = {**spec, "structure": capture_structure(model)}
+    if expected is not None:
+        self_check(model, example_inputs, expected, forward_fn)
+    widths_after = layer_widths(model)
+    return PruneResult(model=model, kept={n: (before.widths.get(n, w), w) for n, w in widths_after.items()},
+                       removed=removed, params_before=before.params, params_after=_count_params(model),
+                       macs_before=before.macs, macs_after=_count_macs(model, example_inputs, forward_fn),
+                       seconds=time.perf_counter() - t0, criterion=criterion)
 
 
 def _resolve_protected(model: nn.Module, graph: tp.DependencyGraph, protect: Sequence[str]) -> set[nn.Module]:
@@ -301,9 +331,7 @@ def prune_model(model: nn.Module, example_inputs: Any, *, criterion: Any = "l2",
             raise PruningError(f"layer_ratios[{pattern!r}] must be in [0, 1), got {r}")
     forward_fn = forward_fn or default_forward_fn(model)
     state = preserved_state(model, buffers=False)
-    widths_before = layer_widths(model)
-    params_before = _count_params(model)
-    macs_before = _count_macs(model, example_inputs, forward_fn)
+    before = _Before.of(model, example_inputs, forward_fn)
     expected = _output_shapes(model, example_inputs, forward_fn) if check else None
 
     if crit.data_driven:
@@ -340,21 +368,12 @@ def prune_model(model: nn.Module, example_inputs: Any, *, criterion: Any = "l2",
             if graph.check_pruning_group(pruning_group):
                 pruning_group.prune()
                 removed[names.get(root, "?")] = sorted(idxs)
-    state.restore()
     if hasattr(crit, "reset"):
         crit.reset()
-    spec = getattr(model, "medprune_spec", None)
-    if isinstance(spec, dict):
-        model.medprune_spec = {**spec, "structure": capture_structure(model)}
-    if check:
-        self_check(model, example_inputs, expected, forward_fn)
-    widths_after = layer_widths(model)
-    result = PruneResult(model=model, kept={n: (widths_before.get(n, w), w) for n, w in widths_after.items()},
-                         removed=removed, params_before=params_before, params_after=_count_params(model),
-                         macs_before=macs_before, macs_after=_count_macs(model, example_inputs, forward_fn),
-                         seconds=time.perf_counter() - t0, criterion=getattr(crit, "name", type(crit).__name__))
-    log.info("pruned with %s: params %d -> %d, MACs %d -> %d (%.2fx fewer)", result.criterion, params_before,
-             result.params_after, macs_before, result.macs_after, result.macs_reduction)
+    result = _finish(model, example_inputs, forward_fn, state, expected, before, removed, t0,
+                     getattr(crit, "name", type(crit).__name__))
+    log.info("pruned with %s: params %d -> %d, MACs %d -> %d (%.2fx fewer)", result.criterion, result.params_before,
+             result.params_after, result.macs_before, result.macs_after, result.macs_reduction)
     return result
 
 
@@ -367,9 +386,7 @@ def prune_channels(model: nn.Module, example_inputs: Any, removals: dict[str, Se
     t0 = time.perf_counter()
     forward_fn = forward_fn or default_forward_fn(model)
     state = preserved_state(model, buffers=False)
-    widths_before = layer_widths(model)
-    params_before = _count_params(model)
-    macs_before = _count_macs(model, example_inputs, forward_fn)
+    before = _Before.of(model, example_inputs, forward_fn)
     expected = _output_shapes(model, example_inputs, forward_fn) if check else None
     graph = build_graph(model, example_inputs, forward_fn)
     modules = dict(model.named_modules())
@@ -383,7 +400,7 @@ def prune_channels(model: nn.Module, example_inputs: Any, removals: dict[str, Se
             if layer in protected:
                 raise PruningError(f"prune_channels: {name!r} is an output layer; its channels are the predictions")
             idxs = sorted({int(i) for i in idxs})
-            width = widths_before[name]
+            width = before.widths[name]
             if len(idxs) >= width:
                 raise PruningError(f"prune_channels: removing {len(idxs)} of {width} channels would empty {name!r}")
             if not idxs:
@@ -394,14 +411,4 @@ def prune_channels(model: nn.Module, example_inputs: Any, removals: dict[str, Se
             if graph.check_pruning_group(group):
                 group.prune()
                 done[name] = idxs
-    state.restore()
-    spec = getattr(model, "medprune_spec", None)
-    if isinstance(spec, dict):
-        model.medprune_spec = {**spec, "structure": capture_structure(model)}
-    if check:
-        self_check(model, example_inputs, expected, forward_fn)
-    widths_after = layer_widths(model)
-    return PruneResult(model=model, kept={n: (widths_before.get(n, w), w) for n, w in widths_after.items()},
-                       removed=done, params_before=params_before, params_after=_count_params(model),
-                       macs_before=macs_before, macs_after=_count_macs(model, example_inputs, forward_fn),
-                       seconds=time.perf_counter() - t0, criterion="explicit")
+    return _finish(model, example_inputs, forward_fn, state, expected, before, done, t0, "explicit")

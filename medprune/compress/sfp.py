@@ -28,13 +28,11 @@ import torch_pruning as tp
 from torch import nn
 
 from medprune.compress._context import CompressContext
-from medprune.compress._graph import build_graph, default_forward_fn, no_inplace, output_layers, input_layers, preserved_state
-from medprune.compress.prune import (PruneResult, _count_macs, _count_params, _grouped, _resolve_protected,
-                                     keep_count, layer_widths)
+from medprune.compress._graph import build_graph, default_forward_fn, no_inplace, preserved_state
+from medprune.compress.prune import PruneResult, _Before, _finish, _grouped, _resolve_protected, keep_count
 from medprune.compress.schedules import SCHEDULES, Schedule
 from medprune.engine.trainer import TrainHook
 from medprune.errors import PruningError
-from medprune.models._structure import capture_structure
 
 __all__ = ["SoftFilterPruning", "SFPHook", "hard_prune_zeroed"]
 
@@ -84,7 +82,7 @@ class SFPHook(TrainHook):
 
     def after_train_epoch(self, trainer: Any) -> None:
         zeroed = self.apply()
-        log.debug("SFP epoch %d: %d channels zeroed", trainer.epoch + 1, zeroed)
+        log.debug("SFP: %d channels zeroed after epoch %s", zeroed, getattr(trainer, "epoch", "?"))
 
 
 def _zeroed_channels(group: Any) -> list[int]:
@@ -99,7 +97,6 @@ def _zeroed_channels(group: Any) -> list[int]:
     return torch.nonzero(zero).flatten().tolist()
 
 
-@torch.no_grad()
 def hard_prune_zeroed(model: nn.Module, example_inputs: Any, *, protect: tuple[str, ...] | list[str] = ("first_conv",),
                       criterion_name: str = "sfp") -> tuple[PruneResult, float]:
     """Remove every channel whose filters are zero in all convs of its group, folding what it emitted.
@@ -110,12 +107,11 @@ def hard_prune_zeroed(model: nn.Module, example_inputs: Any, *, protect: tuple[s
 
     t0 = time.perf_counter()
     forward_fn = default_forward_fn(model)
-    widths_before = layer_widths(model)
-    params_before = _count_params(model)
-    macs_before = _count_macs(model, example_inputs, forward_fn)
+    before = _Before.of(model, example_inputs, forward_fn)
     state = preserved_state(model, buffers=False)
     model.eval()
-    reference = model(example_inputs)
+    with torch.no_grad():
+        reference = model(example_inputs)
     graph = build_graph(model, example_inputs, forward_fn)
     protected = _resolve_protected(model, graph, protect)
     names = {m: n for n, m in model.named_modules()}
@@ -135,13 +131,13 @@ def hard_prune_zeroed(model: nn.Module, example_inputs: Any, *, protect: tuple[s
     hooks = [m.register_forward_pre_hook(lambda mod, args: inputs.__setitem__(mod, args[0].detach()))
              for m in consumers]
     try:
-        with no_inplace(model):
+        with no_inplace(model), torch.no_grad():
             model(example_inputs)
     finally:
         for h in hooks:
             h.remove()
     removed: dict[str, list[int]] = {}
-    with no_inplace(model):
+    with no_inplace(model), torch.no_grad():
         for root, handler, idxs in plans:
             group = graph.get_pruning_group(root, handler, idxs)
             for dep, in_idxs in group:
@@ -150,17 +146,10 @@ def hard_prune_zeroed(model: nn.Module, example_inputs: Any, *, protect: tuple[s
             if graph.check_pruning_group(group):
                 group.prune()
                 removed[names.get(root, "?")] = list(idxs)
-    out = model(example_inputs)
+    with torch.no_grad():
+        out = model(example_inputs)
     change = max(float((a - b).abs().max()) for a, b in zip(_tensors(reference), _tensors(out)))
-    state.restore()
-    spec = getattr(model, "medprune_spec", None)
-    if isinstance(spec, dict):
-        model.medprune_spec = {**spec, "structure": capture_structure(model)}
-    widths_after = layer_widths(model)
-    result = PruneResult(model=model, kept={n: (widths_before.get(n, w), w) for n, w in widths_after.items()},
-                         removed=removed, params_before=params_before, params_after=_count_params(model),
-                         macs_before=macs_before, macs_after=_count_macs(model, example_inputs, forward_fn),
-                         seconds=time.perf_counter() - t0, criterion=criterion_name)
+    result = _finish(model, example_inputs, forward_fn, state, None, before, removed, t0, criterion_name)
     return result, change
 
 
