@@ -190,3 +190,27 @@ def test_compress_config_errors_name_the_key(tiny_config_dict, tmp_path, capsys)
     write_yaml(path, tiny_config_dict)
     assert main(["validate", str(path)]) == 2
     assert "compress.schedule_options.stpes" in capsys.readouterr().err
+
+
+def test_latency_target_search_measures_onnx_runtime_until_the_target(tmp_path):
+    from medprune.compress.job import search_latency_ratio
+    from medprune.config import LatencyTargetConfig
+
+    torch.manual_seed(0)
+    model = create_model("small_cnn", num_classes=2, in_chans=1)
+    x = torch.randn(2, 1, 64, 64)
+    ctx = CompressContext(model=model, example_inputs=x, criterion=create_criterion("l2"),
+                          options=PruneOptions(round_to=8))
+    target = LatencyTargetConfig(speedup=1.3, step=0.3, max_ratio=0.9, repeats=5)
+    ratio, record = search_latency_ratio(model, x, ctx, target, tmp_path)
+    assert record["target_ms"] == pytest.approx(record["base_ms"] / 1.3)
+    assert [s["ratio"] for s in record["steps"]] == pytest.approx([0.3, 0.6, 0.9][:len(record["steps"])])
+    assert ratio == record["steps"][-1]["ratio"]
+    macs = [s["macs"] for s in record["steps"]]
+    assert macs == sorted(macs, reverse=True)  # each step prunes more
+    if record["met"]:
+        assert record["steps"][-1]["ms"] <= record["target_ms"]
+        assert all(s["ms"] > record["target_ms"] for s in record["steps"][:-1])
+    else:
+        assert ratio == pytest.approx(0.9)
+    assert model.features[1][0][0].out_channels == 64  # the search prunes copies, never the model
