@@ -16,7 +16,7 @@ The phantom and the patient split are the same for every seed (phantom seed 0, s
 the spread over seeds is that of training (initialisation, sampling order, calibration draw), on
 one test set.
 
-    python benchmarks/criteria_imbalance.py [--seeds 0,1,2] [--criteria l2,taylor] [--epochs 12]
+    python benchmarks/criteria_imbalance.py [--seeds 0,1,2] [--criteria l2,taylor] [--epochs 30]
                                             [--finetune-epochs 3] [--quick]
 
 Prints a table (criterion, MACs reduction, sick sensitivity and balanced accuracy, mean ± std over
@@ -125,14 +125,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--criteria", default=",".join(list_criteria()))
-    parser.add_argument("--epochs", type=int, default=12, help="training epochs (the same budget every seed)")
+    parser.add_argument("--epochs", type=int, default=30, help="training epochs (the same budget every seed)")
     parser.add_argument("--finetune-epochs", type=int, default=3)
     parser.add_argument("--ratio", type=float, default=0.5, help="per-layer channel ratio (one-shot)")
     parser.add_argument("--round-to", type=int, default=8)
     parser.add_argument("--model", default="small_cnn")
     parser.add_argument("--width", type=float, default=0.5)
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--patients", type=int, default=220)
+    parser.add_argument("--patients", type=int, default=330)
     parser.add_argument("--views", type=int, default=2)
     parser.add_argument("--imbalance", type=float, default=10.0, help="healthy patients per sick patient")
     parser.add_argument("--lr", type=float, default=0.05)
