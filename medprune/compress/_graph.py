@@ -7,7 +7,7 @@ is built and leaves the model as it found it:
    in-place op overwrites the norm's output ``grad_fn``, so the tracer loses the norm (it stays
    unpruned, or ``build_dependency`` crashes on concatenated skips). :func:`no_inplace` switches
    every ``inplace`` flag off while tracing and pruning, and restores it afterwards.
-2. **Train-only branches** (Inception V3's auxiliary head): Torch-Pruning traces in ``eval()``, so
+2. **Train-only branches** (Inception V3's auxiliary head): Torch-Pruning traces in eval mode, so
    branches used only in training are missed and the model fails in ``train()`` after pruning.
    :func:`train_forward` traces in train mode (batch ≥ 2 for BatchNorm); running statistics are
    restored afterwards.
@@ -16,7 +16,7 @@ is built and leaves the model as it found it:
    so the RPN and RoI heads are reached through their losses.
    torchvision's backbones also use ``FrozenBatchNorm2d`` (buffers, not a ``BatchNorm`` subclass),
    which Torch-Pruning does not know: :class:`FrozenBatchNormPruner` slices it with its conv.
-4. **Side effects**: building a graph leaves the model in ``eval()``, and pruning replaces
+4. **Side effects**: building a graph leaves the model in eval mode, and pruning replaces
    parameters (resetting ``requires_grad``). :class:`preserved_state` records each module's
    mode, each parameter's ``requires_grad`` (by name) and every buffer, and puts them back.
 """
