@@ -24,6 +24,8 @@ depend on the values, and the L2 ranking only decides *which* channels go, not h
 
     python benchmarks/prune_latency.py [--models inception_v3,resnet56_cifar] [--ratios 0.3,0.5,0.7]
                                        [--rounds 7] [--threads 2] [--quick]
+    # diagnosis: other medprune settings (see VARIANTS), ONNX Runtime with spinning threads
+    python benchmarks/prune_latency.py --models inception_v3 --ort-spinning --variants medprune,medprune_rt1
 
 Reported per row: MACs reduction (base MACs / pruned MACs), speed-up (base latency / pruned
 latency) and latency efficiency = speed-up / MACs reduction, for ONNX Runtime and PyTorch.
@@ -49,7 +51,7 @@ from torch import nn
 from _common import machine_info, parse_floats, parse_names, table, write_result
 from medprune.compress import prune_model
 from medprune.compress.export import export_onnx
-from medprune.compress.latency import interleaved_latency, ort_runner, torch_runner
+from medprune.compress.latency import interleaved_latency, ort_runner, ort_session, torch_runner
 from medprune.models import count_macs, create_model
 
 ORT_EFFICIENCY_TARGET = 0.85
@@ -67,7 +69,7 @@ class ModelSpec:
 
 
 MODELS = {
-    "inception_v3": ModelSpec("inception_v3", 299, 1000, per_round=2, quick_size=139),
+    "inception_v3": ModelSpec("inception_v3", 299, 1000, per_round=3, quick_size=139),
     "resnet56_cifar": ModelSpec("resnet56_cifar", 32, 10, per_round=20, quick_size=32),
 }
 
@@ -97,6 +99,7 @@ VARIANTS: dict[str, Callable[[nn.Module, torch.Tensor, float], None]] = {
     "medprune_rt16": _medprune(round_to=16),
     "medprune_rt32": _medprune(round_to=32),
     "medprune_rt1": _medprune(round_to=None),
+    "medprune_noprotect": _medprune(protect=()),
 }
 
 
@@ -127,7 +130,8 @@ def bench_architecture(spec: ModelSpec, size: int, ratios: list[float], variants
         path = onnx_dir / f"{spec.name}_{key[0]}_{key[1]}.onnx"
         parity[key] = export_onnx(model, x, path).max_abs_diff
         candidates[f"{key[0]}@{key[1]}|torch"] = torch_runner(model, x)
-        candidates[f"{key[0]}@{key[1]}|ort"] = ort_runner(path, x, args.threads)
+        session = ort_session(path, args.threads, spinning=args.ort_spinning)
+        candidates[f"{key[0]}@{key[1]}|ort"] = ort_runner(session, x)
     per_round = args.per_round or (1 if args.quick else spec.per_round)
     print(f"  {spec.name}: timing {len(candidates)} candidates, {args.rounds} rounds x {per_round} calls",
           flush=True)
@@ -189,9 +193,11 @@ def main() -> None:
     parser.add_argument("--variants", default="medprune,torch_pruning", help=f"any of {', '.join(VARIANTS)}")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--per-round", type=int, default=None, help="calls per round (default: per model)")
-    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ort-spinning", action="store_true",
+                        help="let ONNX Runtime's idle threads spin (medprune's ort_session default: off)")
     parser.add_argument("--quick", action="store_true", help="smoke run: small inputs, 2 rounds of 1 call")
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/prune_latency.json)")
     args = parser.parse_args()
@@ -216,7 +222,8 @@ def main() -> None:
     print()
     print(f"Batch 1, {args.threads} threads, random weights; MACs reduction = base/pruned MACs; speed-up = "
           f"base/pruned median latency; eff. = speed-up / MACs reduction. PT = PyTorch eager, ORT = ONNX "
-          f"Runtime CPU. {args.rounds} rounds, interleaved per model.")
+          f"Runtime CPU (thread spinning {'on' if args.ort_spinning else 'off'}). {args.rounds} rounds, "
+          f"interleaved per model.")
     print(f"Targets: medprune ORT eff. >= {ORT_EFFICIENCY_TARGET} at every ratio; medprune PT eff. > "
           f"torch_pruning's at the same ratio.")
     print(format_rows(rows))
@@ -226,6 +233,7 @@ def main() -> None:
     out = write_result("prune_latency", {
         "benchmark": "prune_latency", "quick": args.quick, "ratios": ratios, "variants": variants,
         "rounds": args.rounds, "warmup": args.warmup, "threads": args.threads, "seed": args.seed,
+        "ort_spinning": args.ort_spinning,
         "method": "median of per-round minima, all candidates of one model interleaved round-robin in one process",
         "targets": {"medprune_ort_efficiency_min": ORT_EFFICIENCY_TARGET,
                     "medprune_torch_efficiency": "greater than torch_pruning's at the same ratio"},
