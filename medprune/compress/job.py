@@ -152,13 +152,13 @@ def prune_job(config: ExperimentConfig, checkpoint: str | Path, out_dir: str | P
     cc = config.compress
     out = Path(out_dir) if out_dir is not None else config.run_dir / "compressed"
     out.mkdir(parents=True, exist_ok=True)
+    model = load_trained_model(config, checkpoint, device)  # a bad checkpoint fails before any data work
     data: DataBundle = prepare_data(config, config.run_dir)
     if split not in data.datasets:
         split = "val" if "val" in data.datasets else "train"
         log.warning("no test split: evaluating base and pruned models on the %s split", split)
     if "val" not in data.datasets:
         raise DataError(f"{data.manifest}: the validation split is empty; pruning needs it to fine-tune and gate")
-    model = load_trained_model(config, checkpoint, device)
     base_metrics = evaluate_model(model, data.datasets[split], config, out / "base", device=device, split=split,
                                   synthetic=data.synthetic, extra={"checkpoint": str(checkpoint), "stage": "base"})
     teacher = copy.deepcopy(model).eval() if cc.finetune.distill.enabled else None
