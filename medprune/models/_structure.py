@@ -24,7 +24,16 @@ from torch import nn
 
 from medprune.errors import CheckpointError
 
-__all__ = ["capture_structure", "apply_structure", "build_from_spec"]
+__all__ = ["capture_structure", "apply_structure", "build_from_spec", "record_transform", "TRANSFORMS"]
+
+#: Architecture changes recorded in a spec's ``transforms`` list, replayed in order by
+#: :func:`build_from_spec` between building the registry model and resizing its layers.
+#: kind -> "module:function"; the function is ``fn(model, options: dict, source: str) -> nn.Module``
+#: and raises :class:`~medprune.errors.CheckpointError` for options it cannot replay.
+TRANSFORMS: dict[str, str] = {
+    "pooling": "medprune.models.pooling:apply_pooling_spec",
+    "quantize": "medprune.compress.quantize:apply_quantize_spec",
+}
 
 _NORMS = (nn.modules.batchnorm._NormBase,)
 
@@ -123,10 +132,36 @@ def apply_structure(model: nn.Module, structure: dict[str, dict[str, Any]], sour
     return model
 
 
-def build_from_spec(spec: dict[str, Any], source: str = "<model file>") -> nn.Module:
-    """Rebuild a (possibly pruned) registry model from its ``medprune_spec``.
+def record_transform(model: nn.Module, kind: str, options: dict[str, Any]) -> None:
+    """Append an architecture change (pooling swap, quantization) to ``model.medprune_spec``.
 
-    The spec holds the registry ``name``, its ``kwargs`` and, for pruned models, the
+    ``options`` must be plain JSON-like values: the record is stored in weights-only files.
+    A model without a spec (not built by the registry) is left alone: it cannot be saved anyway.
+    """
+    if kind not in TRANSFORMS:
+        raise ValueError(f"unknown transform kind {kind!r}; known: {sorted(TRANSFORMS)}")
+    spec = getattr(model, "medprune_spec", None)
+    if isinstance(spec, dict):
+        model.medprune_spec = {**spec, "transforms": [*spec.get("transforms", []), {"kind": kind, **options}]}
+
+
+def _replay(model: nn.Module, record: Any, source: str) -> nn.Module:
+    import importlib
+
+    if not isinstance(record, dict) or record.get("kind") not in TRANSFORMS:
+        raise CheckpointError(f"{source}: unknown architecture change {record!r} in the model record "
+                              f"(known kinds: {', '.join(sorted(TRANSFORMS))}); saved by a newer medprune?")
+    module_name, fn_name = TRANSFORMS[record["kind"]].split(":")
+    fn = getattr(importlib.import_module(module_name), fn_name)
+    options = {k: v for k, v in record.items() if k != "kind"}
+    return fn(model, options, source)
+
+
+def build_from_spec(spec: dict[str, Any], source: str = "<model file>") -> nn.Module:
+    """Rebuild a (possibly pruned, pooled, quantized) registry model from its ``medprune_spec``.
+
+    The spec holds the registry ``name``, its ``kwargs``, the ``transforms`` applied after
+    building (replayed in order, see :data:`TRANSFORMS`) and, for pruned models, the
     ``structure`` recorded by :func:`capture_structure`.
     """
     from medprune.models._registry import create_model
@@ -135,6 +170,8 @@ def build_from_spec(spec: dict[str, Any], source: str = "<model file>") -> nn.Mo
         raise CheckpointError(f"{source}: no model architecture recorded (model_spec missing); "
                               "it was not saved by medprune.save_model or the trainer")
     model = create_model(spec["name"], **dict(spec.get("kwargs") or {}))
+    for record in spec.get("transforms") or []:
+        model = _replay(model, record, source)
     structure = spec.get("structure")
     if structure:
         apply_structure(model, structure, source)
