@@ -223,18 +223,85 @@ def test_taylor_restores_frozen_parameters_and_training_mode() -> None:
 # ---------------------------------------------------------------------------------------- activation criteria
 def test_info_capacity_running_histograms_hand_computed() -> None:
     conv = _pointwise(np.eye(3))  # output = input
-    b1 = np.array([[0, 1, 2, 3], [5, 5, 5, 6], [0, 0, 0, 0]], dtype=float).reshape(1, 3, 2, 2)
-    crit = create_criterion("info_capacity", bins=2)
+    # channel 1 is channel 0 at 1/1000 of the amplitude: it carries the same pattern far more faintly
+    b1 = np.array([[0, 3, 5, 8], [0, 0.003, 0.005, 0.008], [0, 0, 8, 8]], dtype=float).reshape(1, 3, 2, 2)
+    crit = create_criterion("info_capacity", bins=4)
     crit.calibrate(conv, [_batch(b1)])
-    # ranges [0,3]→[-0.75,3.75] and [5,6]→[4.75,6.25]: counts [2,2] → 1 bit, [3,1] → 0.811 bit, [4,0] → 0
-    h1 = -(0.75 * math.log2(0.75) + 0.25 * math.log2(0.25))
-    assert torch.allclose(crit.layer_scores(conv), torch.tensor([1.0, h1, 0.0]))
+    # one range for the layer: [0, 8] widened to [-2, 10], bin edges -2, 1, 4, 7, 10
+    # counts [1,1,1,1] → 2 bit, [4,0,0,0] → 0 bit, [2,0,0,2] → 1 bit
+    assert torch.allclose(crit.layer_scores(conv), torch.tensor([1.0, 0.0, 0.5]))
 
     # a second batch is counted into the first batch's bins; out-of-range values land in edge bins
-    b2 = np.array([[10, 10, -10, -10], [5, 5, 5, 5], [0, 0, 0, 0]], dtype=float).reshape(1, 3, 2, 2)
+    b2 = np.array([[-20, 20, 2, 2], [0.003] * 4, [8, 8, 8, 8]], dtype=float).reshape(1, 3, 2, 2)
     crit.calibrate(conv, [_batch(b1), _batch(b2)])
-    h2 = -(7 / 8 * math.log2(7 / 8) + 1 / 8 * math.log2(1 / 8))  # counts [7,1]
-    assert torch.allclose(crit.layer_scores(conv), torch.tensor([1.0, h2, 0.0]))
+    h0 = -(2 * 0.25 * math.log2(0.25) + 3 / 8 * math.log2(3 / 8) + 1 / 8 * math.log2(1 / 8))  # [2,3,1,2]
+    h2 = -(0.25 * math.log2(0.25) + 0.75 * math.log2(0.75))  # [2,0,0,6]
+    assert torch.allclose(crit.layer_scores(conv), torch.tensor([1.0, 0.0, h2 / h0]))
+
+
+def test_info_capacity_is_not_blind_to_amplitude() -> None:
+    # a range per channel made a faint copy of a channel (here 1e-3 of it) score as high as the channel
+    conv = _pointwise(np.eye(3))
+    rng = np.random.default_rng(0)
+    signal = rng.normal(size=(4, 1, 5, 5))
+    x = np.concatenate([signal, 1e-3 * signal, 0.5 * rng.normal(size=(4, 1, 5, 5))], axis=1)
+    crit = create_criterion("info_capacity", bins=16)
+    crit.calibrate(conv, [_batch(x)])
+    scores = crit.layer_scores(conv)
+    assert float(scores[0]) == 1.0 and float(scores[1]) == 0.0
+    assert 0.0 < float(scores[2]) < 1.0
+
+
+class _ConvBnRelu(nn.Module):
+    """Identity 1×1 conv → BatchNorm (given γ, β; running mean 0, variance 1, eps 0) → ReLU."""
+
+    def __init__(self, gamma: list[float], beta: list[float], residual: bool = False) -> None:
+        super().__init__()
+        self.conv = _pointwise(np.eye(len(gamma)))
+        self.bn = _bn(gamma, beta).eval()
+        self.bn.eps = 0.0
+        self.relu = nn.ReLU(inplace=True)
+        self.residual = residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn(self.conv(x))
+        if self.residual:
+            out += x.flip(1)  # in place, as torchvision's BasicBlock does
+        return self.relu(out)
+
+
+def test_information_criteria_read_the_feature_map_after_bn_and_activation() -> None:
+    # channel 1 is driven below zero by its BatchNorm shift: the next layer only ever sees 0 from it
+    model = _ConvBnRelu([1.0, 1.0, 1.0], [0.0, -100.0, 0.0])
+    x = np.array([[0, 3, 5, 8], [0, 3, 5, 8], [0, 0, 8, 8]], dtype=float).reshape(1, 3, 2, 2)
+    cap = create_criterion("info_capacity", bins=4)
+    cap.calibrate(model, [_batch(x)])
+    # feature maps [0,3,5,8], [0,0,0,0], [0,0,8,8] on the range [-2, 10]: 2, 0 and 1 bit
+    assert torch.allclose(cap.layer_scores(model.conv), torch.tensor([1.0, 0.0, 0.5]))
+    ind = create_criterion("info_independence")
+    ind.calibrate(model, [_batch(x)])
+    # the constant channel counts as fully correlated; channels 0 and 2 correlate 0.857 with each other
+    assert torch.allclose(ind.layer_scores(model.conv), torch.tensor([1.0, 0.0, 1.0]))
+    fused = create_criterion("capacity_independence", lam=1.0, bins=4)
+    fused.calibrate(model, [_batch(x)])
+    assert torch.allclose(fused.layer_scores(model.conv), torch.tensor([2.0, 0.0, 1.5]))
+
+
+def test_feature_map_stops_before_an_in_place_residual_addition() -> None:
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(3, 3, 4, 4))
+    model = _ConvBnRelu([1.0, 1.0, 1.0], [0.0, 0.0, 0.0], residual=True)
+    crit = create_criterion("capacity_independence", bins=8)
+    crit.calibrate(model, [_batch(x)])
+    # conv → BN, then `out += ...` changes the tensor in place: the feature map is the BN output (= x)
+    plain = _pointwise(np.eye(3))
+    ref = create_criterion("capacity_independence", bins=8)
+    ref.calibrate(plain, [_batch(x)])
+    assert torch.allclose(crit.layer_scores(model.conv), ref.layer_scores(plain))
+    # (the block output would score differently)
+    after = create_criterion("capacity_independence", bins=8)
+    after.calibrate(plain, [_batch(np.maximum(x + x[:, ::-1], 0))])
+    assert not torch.allclose(after.layer_scores(plain), ref.layer_scores(plain))
 
 
 def _random_pointwise_case(seed: int = 0) -> tuple[nn.Conv2d, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -3,7 +3,7 @@
 Everything here aggregates over an unbounded stream of batches without keeping activations:
 per-channel moments and the channel covariance are merged batch by batch with Chan et al.'s
 pairwise update (numerically stable, equal to the statistics of the concatenated data), and
-histograms use a per-channel range fixed on the first batch. Accumulators live on the CPU in
+histograms use one range per layer, fixed on the first batch. Accumulators live on the CPU in
 float64; per-batch reductions run on the activations' device.
 """
 
@@ -183,11 +183,17 @@ def weight_correlation(rows: torch.Tensor) -> torch.Tensor:
 
 
 class ChannelHistogram:
-    """Running per-channel histograms with a range fixed on the first batch.
+    """Running per-channel histograms over one range shared by all channels of the layer.
 
-    The range of channel ``c`` is the first batch's ``[min, max]`` widened by 50 % (25 % on each
-    side); later values outside it are counted in the edge bins. This keeps memory at
+    The range is the first batch's ``[min, max]`` over *every* channel, widened by 50 % (25 % on
+    each side); later values outside it are counted in the edge bins. This keeps memory at
     ``channels × bins`` however many batches are seen.
+
+    The range is shared, as in the data-free weight histograms (:func:`histogram_rows`), so the
+    entropy of a channel depends on how much of the layer's value range it spans: a channel that
+    emits a faint copy of another channel's signal lands in fewer bins and has lower entropy. With
+    a range per channel the entropy would be blind to amplitude and measure only the shape of the
+    distribution — heavy-tailed channels that respond strongly to rare patterns would score lowest.
     """
 
     def __init__(self, bins: int) -> None:
@@ -203,10 +209,11 @@ class ChannelHistogram:
         xf = x.float()
         c = xf.shape[0]
         if self.low is None:
-            lo, hi = xf.min(1).values.double().cpu(), xf.max(1).values.double().cpu()
+            lo, hi = float(xf.min()), float(xf.max())
             span = hi - lo
-            pad = torch.where(span > 0, 0.25 * span, 0.5 * lo.abs().clamp_min(1e-6))
-            self.low, self.width = lo - pad, span + 2 * pad
+            pad = 0.25 * span if span > 0 else 0.5 * max(abs(lo), 1e-6)
+            self.low = torch.full((c,), lo - pad, dtype=torch.float64)
+            self.width = torch.full((c,), span + 2 * pad, dtype=torch.float64)
             self.counts = torch.zeros(c, self.bins, dtype=torch.float64)
         low = self.low.to(xf.device, torch.float32)[:, None]
         width = self.width.to(xf.device, torch.float32)[:, None]
