@@ -7,7 +7,7 @@ these into one line and a non-zero exit code instead of a traceback.
 from __future__ import annotations
 
 __all__ = ["MedpruneError", "ConfigError", "DataError", "RegistryError", "CheckpointError", "PruningError",
-           "ExportError"]
+           "QuantizationError", "ExportError"]
 
 
 class MedpruneError(Exception):
@@ -35,6 +35,10 @@ class CheckpointError(MedpruneError):
 
 class PruningError(MedpruneError):
     """A pruning request cannot be carried out on the given model."""
+
+
+class QuantizationError(MedpruneError):
+    """A quantization request cannot be carried out (bit width, layers, calibration data)."""
 
 
 class ExportError(MedpruneError):

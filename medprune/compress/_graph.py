@@ -16,6 +16,8 @@ is built and leaves the model as it found it:
    so the RPN and RoI heads are reached through their losses.
    torchvision's backbones also use ``FrozenBatchNorm2d`` (buffers, not a ``BatchNorm`` subclass),
    which Torch-Pruning does not know: :class:`FrozenBatchNormPruner` slices it with its conv.
+   Likewise :class:`ChannelGatePruner` slices the per-channel gate of hybrid wavelet pooling
+   (:mod:`medprune.models.pooling`); its fixed DWT filter is shared by all channels and needs none.
 4. **Side effects**: building a graph leaves the model in eval mode, and pruning replaces
    parameters (resetting ``requires_grad``). :class:`preserved_state` records each module's
    mode, each parameter's ``requires_grad`` (by name) and every buffer, and puts them back.
@@ -154,9 +156,31 @@ class FrozenBatchNormPruner(tp.pruner.function.BasePruningFunc):
     get_in_channels = get_out_channels
 
 
+class ChannelGatePruner(tp.pruner.function.BasePruningFunc):
+    """Prunes medprune's :class:`~medprune.models.pooling.ChannelGate` (one logit per channel it scales).
+
+    A gate keeps the width of its input, so its in- and out-channels are the same and move together.
+    """
+
+    def prune_out_channels(self, layer: nn.Module, idxs: Any) -> nn.Module:
+        keep = sorted(set(range(layer.weight.shape[1])) - {int(i) for i in idxs})
+        layer.weight = nn.Parameter(layer.weight.data[:, keep].contiguous(), requires_grad=layer.weight.requires_grad)
+        layer.num_channels = len(keep)
+        return layer
+
+    prune_in_channels = prune_out_channels
+
+    def get_out_channels(self, layer: nn.Module) -> int:
+        return int(layer.weight.shape[1])
+
+    get_in_channels = get_out_channels
+
+
 def customized_pruners() -> dict[type, Any]:
     """Pruners for layer types Torch-Pruning does not handle itself."""
-    pruners: dict[type, Any] = {}
+    from medprune.models.pooling import ChannelGate
+
+    pruners: dict[type, Any] = {ChannelGate: ChannelGatePruner()}
     try:
         from torchvision.ops.misc import FrozenBatchNorm2d
 

@@ -9,7 +9,9 @@ no file written — when the outputs differ beyond ``atol + rtol·|reference|``:
     result = export_onnx(model, torch.randn(1, 3, 299, 299), "runs/x/export/model.onnx")
     result.max_abs_diff      # e.g. 2.4e-06
 
-The graph has one input ``"input"`` (N, C, H, W) and one output ``"logits"``. The legacy
+The graph has one input ``"input"`` (N, C, H, W) and one output ``"logits"``. A model with
+Direct-Quantization layers is exported through :func:`~medprune.compress.quantize.materialize`
+(plain layers holding the quantized weights, ``Div/Clip/Round/Mul`` for the activations). The legacy
 TorchScript exporter (``dynamo=False``) is used: the dynamo exporter needs ``onnxscript``, which
 medprune does not depend on, and the TorchScript one folds BatchNorm into the convolutions.
 """
@@ -22,16 +24,17 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from medprune._io import atomic_write
+from medprune.compress.quantize import materialize, quantized_layers
 from medprune.errors import ExportError
 
-__all__ = ["ExportResult", "export_onnx", "INPUT_NAME", "OUTPUT_NAME"]
+__all__ = ["ExportResult", "export_onnx", "compare_outputs", "INPUT_NAME", "OUTPUT_NAME"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +48,10 @@ class ExportResult:
 
     ``max_abs_diff``, ``max_rel_diff`` and ``passed`` are ``None`` when the export ran with
     ``check=False``. ``max_rel_diff`` is ``max |ort − torch| / max(|torch|, 1e-12)`` over all
-    checked outputs; ``seconds`` covers export and check.
+    checked outputs; ``seconds`` covers export and check. ``within_tolerance`` is the share of
+    output values within ``atol + rtol·|torch|``, ``top1_agreement`` the share of checked samples
+    whose arg-max agrees; ``criterion`` says which of the two decided ``passed``
+    (``"elementwise"``: every value within tolerance; ``"top1"``: agreement ≥ ``min_agreement``).
     """
 
     path: Path
@@ -53,6 +59,9 @@ class ExportResult:
     max_rel_diff: float | None
     passed: bool | None
     seconds: float
+    within_tolerance: float | None = None
+    top1_agreement: float | None = None
+    criterion: str = "elementwise"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the path as a string)."""
@@ -95,28 +104,39 @@ def _reference(model: nn.Module, x: torch.Tensor) -> np.ndarray:
     return out.detach().float().cpu().numpy()
 
 
+def compare_outputs(ref: np.ndarray, got: np.ndarray, rtol: float, atol: float) -> dict[str, float]:
+    """Differences between reference and runtime outputs ``(N, ...)``: the numbers of :class:`ExportResult`.
+
+    Returns ``max_abs``, ``max_rel``, ``within`` (share of values within ``atol + rtol·|ref|``) and
+    ``agreement`` (share of samples whose arg-max over the flattened output agrees).
+    """
+    ref, got = np.asarray(ref, dtype=np.float64), np.asarray(got, dtype=np.float64)
+    diff = np.abs(got - ref)
+    if not np.all(np.isfinite(diff)):
+        return {"max_abs": float("inf"), "max_rel": float("inf"), "within": 0.0, "agreement": 0.0}
+    n = ref.shape[0]
+    top_ref, top_got = ref.reshape(n, -1).argmax(axis=1), got.reshape(n, -1).argmax(axis=1)
+    return {"max_abs": float(diff.max(initial=0.0)),
+            "max_rel": float((diff / np.maximum(np.abs(ref), 1e-12)).max(initial=0.0)),
+            "within": float(np.mean(diff <= atol + rtol * np.abs(ref))) if diff.size else 1.0,
+            "agreement": float(np.mean(top_ref == top_got)) if n else 1.0}
+
+
 def _compare(path: str, model: nn.Module, batches: list[torch.Tensor], rtol: float,
-             atol: float) -> tuple[float, float, bool]:
+             atol: float) -> dict[str, float]:
     import onnxruntime as ort
 
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    max_abs = max_rel = 0.0
-    passed = True
+    refs, gots = [], []
     for x in batches:
         ref = _reference(model, x)
-        got = session.run([OUTPUT_NAME], {INPUT_NAME: x.detach().cpu().numpy()})[0].astype(np.float64)
+        got = session.run([OUTPUT_NAME], {INPUT_NAME: x.detach().cpu().numpy()})[0]
         if got.shape != ref.shape:
             raise ExportError(f"export_onnx: ONNX Runtime output has shape {got.shape} for a batch of "
                               f"{x.shape[0]}, PyTorch {ref.shape}")
-        diff = np.abs(got - ref)
-        if not np.all(np.isfinite(diff)):
-            max_abs = max_rel = float("inf")
-            passed = False
-            continue
-        max_abs = max(max_abs, float(diff.max(initial=0.0)))
-        max_rel = max(max_rel, float((diff / np.maximum(np.abs(ref), 1e-12)).max(initial=0.0)))
-        passed = passed and bool(np.all(diff <= atol + rtol * np.abs(ref)))
-    return max_abs, max_rel, passed
+        refs.append(ref)
+        gots.append(got)
+    return compare_outputs(np.concatenate(refs), np.concatenate(gots), rtol, atol)
 
 
 def export_onnx(
@@ -129,6 +149,8 @@ def export_onnx(
     check: bool = True,
     rtol: float = 1e-3,
     atol: float = 1e-4,
+    min_agreement: float | None = None,
+    check_inputs: Sequence[torch.Tensor] = (),
 ) -> ExportResult:
     """Export ``model`` (in eval mode) to ONNX at ``path``, checked against PyTorch in ONNX Runtime.
 
@@ -144,6 +166,16 @@ def export_onnx(
             of a different size.
         check: compare ONNX Runtime (CPU) outputs with PyTorch's; an output differing by more
             than ``atol + rtol·|pytorch|`` anywhere fails.
+        min_agreement: instead of the element-wise test, pass when at least this share of the
+            checked samples gets the same arg-max (top-1) in both runtimes. Meant for models that
+            quantize activations (Direct Quantization): PyTorch and ONNX Runtime sum a
+            convolution in different orders, so an activation lying on a rounding boundary can
+            land one quantization step apart in the two, and that step propagates to the logits
+            (measured on a random Inception V3: 80 % of the logits equal to 1e-6, the others off
+            by up to 0.6 % of the largest logit with 8-bit activations, 12 % with 4-bit ones). The
+            differences are still reported; the test is weaker, so check on real images
+            (``check_inputs``).
+        check_inputs: more batches to check on (e.g. validation images), besides ``example_inputs``.
 
     Returns:
         An :class:`ExportResult`.
@@ -158,8 +190,12 @@ def export_onnx(
     was_training = model.training
     model.eval()
     wrapped = _FirstOutput(model).eval()
+    # Direct-Quantization layers compute their weights with ops ONNX lacks (bucketize); the
+    # exported graph is their materialized twin (plain layers, identical outputs), checked
+    # against the quantized model itself.
+    traced = _FirstOutput(materialize(model)).eval()
     dynamic_axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
-    stats: dict[str, Any] = {"max_abs": None, "max_rel": None, "passed": None}
+    stats: dict[str, Any] = {"max_abs": None, "max_rel": None, "passed": None, "within": None, "agreement": None}
 
     def write(tmp: str) -> None:
         try:
@@ -167,27 +203,40 @@ def export_onnx(
                 # The legacy exporter is chosen on purpose (see the module docstring); its
                 # deprecation notices would only repeat that on every export.
                 warnings.filterwarnings("ignore", category=DeprecationWarning)
-                torch.onnx.export(wrapped, (x,), tmp, dynamo=False, opset_version=opset,
+                torch.onnx.export(traced, (x,), tmp, dynamo=False, opset_version=opset,
                                   input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                                   dynamic_axes=dynamic_axes, do_constant_folding=True)
         except RuntimeError as err:
             raise ExportError(f"{target}: torch.onnx.export failed: {err}") from err
         if not check:
             return
-        batches = [x]
+        batches = [x, *(b.to(x.device) for b in check_inputs)]
         if dynamic_batch and x.is_floating_point():
             g = torch.Generator().manual_seed(0)
             other = torch.randn((x.shape[0] + 1, *x.shape[1:]), generator=g, dtype=x.dtype).to(x.device)
             batches.append(other)
-        max_abs, max_rel, passed = _compare(tmp, wrapped, batches, rtol, atol)
-        stats.update(max_abs=max_abs, max_rel=max_rel, passed=passed)
-        if not passed:
+        found = _compare(tmp, wrapped, batches, rtol, atol)
+        if min_agreement is None:
+            passed = bool(found["within"] == 1.0)
+        else:
+            passed = bool(found["agreement"] >= min_agreement and np.isfinite(found["max_abs"]))
+        stats.update(max_abs=found["max_abs"], max_rel=found["max_rel"], passed=passed, within=found["within"],
+                     agreement=found["agreement"])
+        if passed:
+            return
+        if min_agreement is not None:
             raise ExportError(
-                f"{target}: ONNX Runtime output differs from PyTorch beyond the tolerance "
-                f"(max |diff| {max_abs:.3g}, max relative diff {max_rel:.3g}; allowed atol {atol:g} + "
-                f"rtol {rtol:g}·|output|); no file written. Check for ops the exporter does not map "
-                f"exactly, or loosen rtol/atol if the difference is acceptable"
-            )
+                f"{target}: ONNX Runtime and PyTorch agree on the top class of only {found['agreement']:.1%} "
+                f"of the checked samples (required {min_agreement:.1%}; max |diff| {found['max_abs']:.3g}); "
+                "no file written")
+        hint = (" This model quantizes activations: rounding ties can flip between runtimes; check it by "
+                "top-1 agreement (min_agreement) instead" if quantized_layers(model) else
+                " Check for ops the exporter does not map exactly, or loosen rtol/atol if the difference "
+                "is acceptable")
+        raise ExportError(
+            f"{target}: ONNX Runtime output differs from PyTorch beyond the tolerance "
+            f"(max |diff| {found['max_abs']:.3g}, max relative diff {found['max_rel']:.3g}; allowed atol {atol:g} + "
+            f"rtol {rtol:g}·|output|; {1 - found['within']:.1%} of values outside); no file written.{hint}")
 
     try:
         atomic_write(target, write)
@@ -198,4 +247,6 @@ def export_onnx(
         logger.info("exported %s (max |diff| vs PyTorch %.3g) in %.1f s", target, stats["max_abs"], seconds)
     else:
         logger.info("exported %s without parity check in %.1f s", target, seconds)
-    return ExportResult(target, stats["max_abs"], stats["max_rel"], stats["passed"], seconds)
+    return ExportResult(target, stats["max_abs"], stats["max_rel"], stats["passed"], seconds,
+                        within_tolerance=stats["within"], top1_agreement=stats["agreement"],
+                        criterion="elementwise" if min_agreement is None else "top1")

@@ -14,7 +14,10 @@ Three registered models (Al Husaini et al., Neural Comput. Appl. 2022 compare th
 
 The blocks are timm's own classes (``timm.models.inception_v3.InceptionA`` …,
 ``timm.models.inception_v4.InceptionA`` …) fed a :class:`~medprune.models._width.ScaledConv`
-factory; the stems and heads are assembled here. At ``width=1`` the parameter names and shapes
+factory; the stems and heads are assembled here. V3's reduction blocks ``Mixed_6a``/``Mixed_7a``
+are timm's with their max-pool held as a ``branch_pool`` module instead of timm's functional call,
+so :func:`medprune.models.replace_pooling` can swap it (no weights: the state dict is timm's).
+At ``width=1`` the parameter names and shapes
 equal timm's, so ``pretrained=True`` loads timm's ImageNet weights into our module (timm adapts
 the first conv to ``in_chans`` and drops the classifier when ``num_classes != 1000``).
 
@@ -32,7 +35,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -58,6 +61,35 @@ MV4_STAGE_WIDTHS = (0.44, 0.7, 2.1)
 """Default per-stage width multipliers of our MV4 reconstruction (stages A, B, C); see inception_mv4."""
 MV4_BLOCKS = (4, 7, 3)
 """Default Inception-A/B/C block counts of our MV4 reconstruction (those of V4)."""
+
+
+class _ReductionB(timm_v3.InceptionB):
+    """timm's Inception-V3 ``InceptionB`` (``Mixed_6a``) with its 3×3/2 max-pool as a module.
+
+    timm pools with ``F.max_pool2d`` inside ``forward``; as a module (``branch_pool``, no weights, so
+    the state dict is timm's) the pool can be swapped by :func:`medprune.models.replace_pooling`.
+    """
+
+    def __init__(self, in_channels: int, conv_block: Callable[..., nn.Module]) -> None:
+        super().__init__(in_channels, conv_block=conv_block)
+        self.branch_pool = nn.MaxPool2d(kernel_size=3, stride=2)
+
+    def _forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        branch3x3dbl = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
+        return [self.branch3x3(x), branch3x3dbl, self.branch_pool(x)]
+
+
+class _ReductionD(timm_v3.InceptionD):
+    """timm's Inception-V3 ``InceptionD`` (``Mixed_7a``) with its 3×3/2 max-pool as a module (see _ReductionB)."""
+
+    def __init__(self, in_channels: int, conv_block: Callable[..., nn.Module]) -> None:
+        super().__init__(in_channels, conv_block=conv_block)
+        self.branch_pool = nn.MaxPool2d(kernel_size=3, stride=2)
+
+    def _forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        branch3x3 = self.branch3x3_2(self.branch3x3_1(x))
+        branch7x7x3 = self.branch7x7x3_4(self.branch7x7x3_3(self.branch7x7x3_2(self.branch7x7x3_1(x))))
+        return [branch3x3, branch7x7x3, self.branch_pool(x)]
 
 
 class _InceptionBase(nn.Module):
@@ -115,7 +147,7 @@ class InceptionV3(_InceptionBase):
         self.Mixed_5b = timm_v3.InceptionA(192, pool_features=32, conv_block=conv)
         self.Mixed_5c = timm_v3.InceptionA(256, pool_features=64, conv_block=conv)
         self.Mixed_5d = timm_v3.InceptionA(288, pool_features=64, conv_block=conv)
-        self.Mixed_6a = timm_v3.InceptionB(288, conv_block=conv)
+        self.Mixed_6a = _ReductionB(288, conv_block=conv)
         self.Mixed_6b = timm_v3.InceptionC(768, channels_7x7=128, conv_block=conv)
         self.Mixed_6c = timm_v3.InceptionC(768, channels_7x7=160, conv_block=conv)
         self.Mixed_6d = timm_v3.InceptionC(768, channels_7x7=160, conv_block=conv)
@@ -124,7 +156,7 @@ class InceptionV3(_InceptionBase):
         if aux_logits:
             self.AuxLogits = timm_v3.InceptionAux(768, num_classes, conv_block=conv)
             self.AuxLogits.fc = nn.Linear(conv.channels(768), num_classes)  # timm hard-codes 768 inputs
-        self.Mixed_7a = timm_v3.InceptionD(768, conv_block=conv)
+        self.Mixed_7a = _ReductionD(768, conv_block=conv)
         self.Mixed_7b = timm_v3.InceptionE(1280, conv_block=conv)
         self.Mixed_7c = timm_v3.InceptionE(2048, conv_block=conv)
 
