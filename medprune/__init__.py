@@ -5,6 +5,7 @@ Quick tour::
     import medprune
     cfg = medprune.load_config("configs/thermography/demo.yaml")
     outcome = medprune.train(cfg)                 # runs/<name>/ : checkpoints, metrics.json, plots
+    run = medprune.run_job(cfg)                   # train → prune → export → bench → report.html
     medprune.list_models()                        # ['inception_mv4', 'inception_v3', 'inception_v4']
     model = medprune.create_model("inception_v3", num_classes=2, in_chans=1, width=0.25)
 
@@ -25,6 +26,9 @@ _EXPORTS = {
     "save_config": "medprune.config",
     "create_model": "medprune.models",
     "list_models": "medprune.models",
+    "replace_pooling": "medprune.models",
+    "list_poolings": "medprune.models",
+    "HybridWaveletPool2d": "medprune.models",
     "Registry": "medprune.registry",
     "train": "medprune.engine.jobs",
     "evaluate": "medprune.engine.jobs",
@@ -34,11 +38,18 @@ _EXPORTS = {
     "list_schedules": "medprune.compress",
     "save_model": "medprune.compress",
     "load_model": "medprune.compress",
+    "quantize_model": "medprune.compress",
+    "materialize": "medprune.compress",
+    "packed_size_bytes": "medprune.compress",
+    "export_int8": "medprune.compress.int8",
+    "run_job": "medprune.run",
+    "sweep_job": "medprune.sweep",
     "MedpruneError": "medprune.errors",
     "ConfigError": "medprune.errors",
     "DataError": "medprune.errors",
     "CheckpointError": "medprune.errors",
     "PruningError": "medprune.errors",
+    "QuantizationError": "medprune.errors",
     "RegistryError": "medprune.errors",
 }
 

@@ -117,6 +117,83 @@ def prune(
     typer.echo(f"pruned model: {outcome.out_dir / 'model.pt'}; done in {s['seconds']:.0f} s")
 
 
+@app.command("run")
+def run_cmd(
+    config: Path = typer.Argument(..., help="Experiment YAML, e.g. configs/thermography/demo.yaml"),
+    overrides: Optional[list[str]] = OverridesArg,
+    force: Optional[list[str]] = typer.Option(None, "--force", help="Redo this stage and every later one "
+                                              "(train, prune, export, bench, report); repeatable."),
+) -> None:
+    """Train, compress, fine-tune, evaluate base and compressed, export, bench and write report.html.
+
+    A stage whose output exists (with the same settings) is reused, so a killed run continues.
+    """
+    from medprune.config import load_config
+    from medprune.run import run_job
+
+    cfg = load_config(config, overrides or [])
+    outcome = run_job(cfg, force=force or [])
+    typer.echo("stages: " + ", ".join(f"{k} {v['status']}" + (f" ({v['seconds']:.0f} s)" if v.get("seconds") else "")
+                                      for k, v in outcome.stages.items()))
+    _run_summary(outcome.run_dir)
+    for key in ("report", "compressed_model", "onnx", "onnx_int8"):
+        if key in outcome.files:
+            typer.echo(f"{key.replace('_', ' ')}: {outcome.files[key]}")
+    typer.echo(f"done in {outcome.seconds:.0f} s; everything is in {outcome.run_dir}")
+
+
+@app.command()
+def sweep(
+    config: Path = typer.Argument(..., help="Experiment YAML; its model is trained once (or reused)."),
+    overrides: Optional[list[str]] = OverridesArg,
+    ratios: Optional[str] = typer.Option(None, "--ratios", help="Comma-separated pruning ratios, e.g. 0.3,0.5,0.7 "
+                                         "(default: compress.ratio)."),
+    criteria: Optional[str] = typer.Option(None, "--criteria", help="Comma-separated criteria, e.g. l1,taylor "
+                                           "(default: compress.criterion)."),
+    force: bool = typer.Option(False, "--force", help="Redo every setting even when its folder is complete."),
+) -> None:
+    """Compress and evaluate one trained model at several ratios/criteria; draw the accuracy/cost frontier."""
+    from medprune.config import load_config
+    from medprune.sweep import format_sweep, parse_list, sweep_job
+
+    cfg = load_config(config, overrides or [])
+    outcome = sweep_job(cfg, ratios=parse_list(ratios, float, "--ratios"),
+                        criteria=parse_list(criteria, str, "--criteria"), force=force)
+    if outcome.result.get("synthetic_data"):
+        typer.echo("SYNTHETIC phantom data: these numbers describe the phantom, not clinical performance")
+    typer.echo(format_sweep(outcome.result))
+    typer.echo(f"frontier: {outcome.plot}; json: {outcome.out_dir / 'sweep.json'}; done in {outcome.seconds:.0f} s")
+
+
+def _run_summary(run_dir: Path) -> None:
+    """Base vs compressed headline from the run directory's files."""
+    import json
+
+    def load(path: Path) -> dict:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+    record = load(run_dir / "run.json")
+    base = load(run_dir / "metrics.json")
+    final = record.get("final")
+    comp = load(run_dir / final / "metrics.json") if final else {}
+    bench_result = load(run_dir / "bench.json")
+    if base.get("synthetic_data"):
+        typer.echo("SYNTHETIC phantom data: these numbers describe the phantom, not clinical performance")
+    if base:
+        typer.echo(f"base:       balanced accuracy {base['balanced_accuracy']:.3f}; sensitivity "
+                   + ", ".join(f"{c} {r['sensitivity']:.3f}" for c, r in base["per_class"].items()
+                               if r.get("sensitivity") is not None))
+    if comp:
+        typer.echo(f"compressed: balanced accuracy {comp['balanced_accuracy']:.3f}; sensitivity "
+                   + ", ".join(f"{c} {r['sensitivity']:.3f}" for c, r in comp["per_class"].items()
+                               if r.get("sensitivity") is not None))
+    for key, s in (bench_result.get("speedup") or {}).items():
+        models = bench_result["models"]
+        typer.echo(f"{key}: {models['base']['macs'] / max(1, models[key]['macs']):.2f}x fewer MACs, "
+                   f"{s['onnxruntime']:.2f}x faster on ONNX Runtime CPU, {s['torch']:.2f}x on PyTorch "
+                   f"({bench_result['threads']} threads, batch {bench_result['batch']})")
+
+
 @app.command()
 def bench(
     model_file: Path = typer.Argument(..., help="A medprune model file (model.pt, checkpoint) or an .onnx file."),
@@ -138,6 +215,62 @@ def bench(
     atomic_write_json(target, result)
     typer.echo(format_bench(result))
     typer.echo(f"json: {target}")
+
+
+@app.command("export")
+def export_cmd(
+    model_file: Path = typer.Argument(..., help="A medprune model file: checkpoint, pruned/pooled/quantized model.pt."),
+    out: Path = typer.Option(..., "--out", help="The ONNX file to write, e.g. export/model.onnx."),
+    int8: bool = typer.Option(False, "--int8", help="Also write OUT with suffix .int8.onnx: ONNX Runtime static INT8, "
+                              "calibrated on class-balanced images of --config's data."),
+    input_size: Optional[tuple[int, int, int]] = typer.Option(None, "--input-size", help="C H W (default: from the "
+                                                               "training config in the file, else --config)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Experiment YAML: its data gives the check and "
+                                          "calibration images, its export section the tolerances."),
+    rtol: Optional[float] = typer.Option(None, "--rtol", min=0.0, help="Float models: relative tolerance (default "
+                                         "export.rtol, 1e-3)."),
+    atol: Optional[float] = typer.Option(None, "--atol", min=0.0, help="Float models: absolute tolerance (default "
+                                         "export.atol, 1e-4)."),
+    min_agreement: Optional[float] = typer.Option(None, "--min-agreement", min=0.0, max=1.0,
+                                                  help="Models with quantized activations: least top-1 agreement "
+                                                  "PyTorch vs ONNX Runtime (default "
+                                                  "compress.quantize.parity_min_agreement, 0.99)."),
+    int8_min_agreement: Optional[float] = typer.Option(None, "--int8-min-agreement", min=0.0, max=1.0,
+                                                       help="Least top-1 agreement INT8 vs PyTorch (default "
+                                                       "export.int8_min_agreement, 0.9)."),
+) -> None:
+    """Export a model to ONNX, checked against PyTorch in ONNX Runtime; a file failing its check is not written."""
+    from medprune.compress.export_job import export_job
+    from medprune.config import load_config
+
+    if not model_file.is_file():
+        raise MedpruneError(f"{model_file}: model file not found")
+    cfg = load_config(config) if config is not None else None
+    outcome = export_job(model_file, out, int8=int8, input_size=input_size, config=cfg, rtol=rtol, atol=atol,
+                         min_agreement=min_agreement, int8_min_agreement=int8_min_agreement)
+    r = outcome.fp32
+    c, h, w = outcome.input_size
+    q = outcome.quantized
+    kind = (f"Direct Quantization {q['bits']}-bit weights, "
+            f"{q['act_bits'] if q['act_bits'] is not None else 'float'} activations ({q['layers']} layers)"
+            if q else "float")
+    typer.echo(f"{r.path}: {kind}, input {c}x{h}x{w}; checked on {outcome.check_data}")
+    tol = outcome.tolerance
+    if r.criterion == "top1":
+        typer.echo(f"  ONNX Runtime vs PyTorch: top-1 agreement {r.top1_agreement:.3f} (required "
+                   f"{tol['min_agreement']:.3f}; quantized activations can round differently), max |diff| "
+                   f"{r.max_abs_diff:.3g}, {r.within_tolerance:.1%} of outputs within {tol['atol']:g} + "
+                   f"{tol['rtol']:g}·|output|")
+    else:
+        typer.echo(f"  ONNX Runtime vs PyTorch: max |diff| {r.max_abs_diff:.3g}, max relative diff "
+                   f"{r.max_rel_diff:.3g}; passed atol {tol['atol']:g} + rtol {tol['rtol']:g}·|output|")
+    if outcome.int8 is not None:
+        i = outcome.int8
+        typer.echo(f"{i.path}: INT8 (QDQ) {i.size_bytes / 1e6:.2f} MB vs fp32 {i.fp32_size_bytes / 1e6:.2f} MB; "
+                   f"top-1 agreement with PyTorch {i.top1_agreement:.3f} on {i.samples} images (required "
+                   f"{i.min_agreement:.3f}), max |logit diff| {i.max_abs_diff:.3g}")
+    for note in outcome.notes:
+        typer.echo(f"  note: {note}")
 
 
 @app.command("models")

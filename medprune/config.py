@@ -45,7 +45,10 @@ __all__ = [
     "FinetuneConfig",
     "SafetyConfig",
     "LatencyTargetConfig",
+    "QuantizeConfig",
     "CompressConfig",
+    "ExportConfig",
+    "BenchConfig",
     "ExperimentConfig",
     "EARLY_STOPPING_METRICS",
     "load_config",
@@ -142,11 +145,17 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """A registry model name and its keyword arguments (``num_classes``/``in_chans`` come from data)."""
+    """A registry model name and its keyword arguments (``num_classes``/``in_chans`` come from data).
+
+    ``pooling`` swaps every downsampling pool of the model (:func:`medprune.models.replace_pooling`):
+    a registered pooling name (``max``, ``avg``, ``wavelet_hybrid``) or a mapping with ``kind`` and
+    that pooling's options, e.g. ``{kind: wavelet_hybrid, wavelet: haar, keep: LL, combine: gate}``.
+    """
 
     name: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     pretrained: bool = False
+    pooling: str | dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         from medprune.models import list_models, model_signature
@@ -161,6 +170,35 @@ class ModelConfig:
             if not accepts_any and key not in params:
                 raise FieldError(f"kwargs.{key}", suggest(key, [p for p in params if p != "pretrained"],
                                                           f"argument of {self.name}"))
+        _check_pooling(self.pooling)
+
+    def pooling_spec(self) -> tuple[str | None, dict[str, Any]] | None:
+        """``(kind, options)`` of ``pooling``, or ``None`` when the model keeps its own pools."""
+        return pooling_spec(self.pooling)
+
+
+def pooling_spec(pooling: str | dict[str, Any] | None) -> tuple[str | None, dict[str, Any]] | None:
+    """``(kind, options)`` of a ``pooling`` config value, or ``None`` when no pool is swapped."""
+    if pooling is None:
+        return None
+    if isinstance(pooling, str):
+        return pooling, {}
+    options = dict(pooling)
+    return options.pop("kind", None), options
+
+
+def _check_pooling(pooling: str | dict[str, Any] | None) -> None:
+    spec = pooling_spec(pooling)
+    if spec is None:
+        return
+    from medprune.models.pooling import list_poolings, pooling_problem
+
+    if spec[0] is None:
+        raise FieldError("pooling.kind", f"is required, one of {', '.join(list_poolings())}")
+    problem = pooling_problem(*spec)
+    if problem is not None:
+        key, message = problem
+        raise FieldError("pooling" if isinstance(pooling, str) else f"pooling.{key}", message)
 
 
 @dataclass
@@ -362,6 +400,47 @@ class LatencyTargetConfig:
 
 
 @dataclass
+class QuantizeConfig:
+    """Quantization of the (pruned) model: ``compress.quantize``.
+
+    ``method``: ``none``; ``direct`` — Direct Quantization as quantization-aware training
+    (:func:`medprune.compress.quantize.quantize_model`: ``bits``-bit learnable weight levels,
+    ``act_bits``-bit layer inputs with channel-balanced clip ranges, then ``finetune``); ``int8`` —
+    ONNX Runtime post-training static INT8 of the exported model (checked by top-1 agreement
+    ``export.int8_min_agreement``). ``calibration`` defaults to ``compress.calibration``.
+    ``parity_min_agreement``: a ``direct`` model's ONNX export is checked by top-1 agreement with
+    PyTorch (rounding ties of quantized activations can flip between runtimes), at least this share.
+
+    Example::
+
+        compress:
+          quantize: {method: direct, bits: 4, act_bits: 8, finetune: {epochs: 3, lr: 0.005}}
+    """
+
+    method: Literal["none", "direct", "int8"] = "none"
+    bits: Literal[2, 4, 8] = 4
+    act_bits: Literal[2, 4, 8] | None = 8
+    skip_first_last: bool = True
+    skip: list[str] = field(default_factory=list)
+    level_init: str = "kmeans"
+    act_objective: str = "channel_balanced"
+    calibration: CalibrationConfig | None = None
+    finetune: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(epochs=3))
+    parity_min_agreement: float = 0.99
+
+    def __post_init__(self) -> None:
+        from medprune.compress._qlayers import ACT_OBJECTIVES, LEVEL_INITS
+
+        if self.level_init not in LEVEL_INITS:
+            raise FieldError("level_init", suggest(self.level_init, LEVEL_INITS.names(), "level init"))
+        if self.act_objective not in ACT_OBJECTIVES:
+            raise FieldError("act_objective", suggest(self.act_objective, ACT_OBJECTIVES.names(),
+                                                      "activation objective"))
+        check(0 <= self.parity_min_agreement <= 1, "parity_min_agreement",
+              f"must be in [0, 1], got {self.parity_min_agreement}")
+
+
+@dataclass
 class CompressConfig:
     """What ``medprune prune`` does: criterion × schedule × ratio, protected layers, calibration data.
 
@@ -376,6 +455,9 @@ class CompressConfig:
           protect: [first_conv]
           finetune: {epochs: 3, distill: {enabled: true}}
           safety: {max_worst_class_drop: 0.05}
+
+    In ``medprune run``, ``pooling`` (as ``model.pooling``) swaps the *trained* model's
+    downsampling pools before pruning, followed by ``finetune``; ``quantize`` runs after pruning.
     """
 
     criterion: str = "l2"
@@ -392,8 +474,11 @@ class CompressConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     latency_target: LatencyTargetConfig | None = None
+    quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
+    pooling: str | dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        _check_pooling(self.pooling)
         from medprune.compress import CRITERIA, SCHEDULES
 
         if self.criterion not in CRITERIA:
@@ -413,6 +498,48 @@ class CompressConfig:
 
 
 @dataclass
+class ExportConfig:
+    """ONNX export in ``medprune run``: parity tolerance (PyTorch vs ONNX Runtime) and INT8.
+
+    A graph whose outputs differ from PyTorch by more than ``atol + rtol·|output|`` is not written.
+    The INT8 graph of ``compress.quantize.method: int8`` (ONNX Runtime static quantization,
+    calibrated on class-balanced batches) is checked by top-1 agreement with the float model
+    instead: at least ``int8_min_agreement`` of the check images.
+    """
+
+    enabled: bool = True
+    opset: int = 17
+    rtol: float = 1e-3
+    atol: float = 1e-4
+    int8_min_agreement: float = 0.9
+
+    def __post_init__(self) -> None:
+        check(self.opset >= 11, "opset", f"must be >= 11, got {self.opset}")
+        check(self.rtol >= 0, "rtol", f"must be >= 0, got {self.rtol}")
+        check(self.atol >= 0, "atol", f"must be >= 0, got {self.atol}")
+        check(0 <= self.int8_min_agreement <= 1, "int8_min_agreement",
+              f"must be in [0, 1], got {self.int8_min_agreement}")
+
+
+@dataclass
+class BenchConfig:
+    """CPU latency measurement in ``medprune run``: base and compressed timed interleaved."""
+
+    enabled: bool = True
+    threads: int | None = None
+    batch: int = 1
+    rounds: int = 7
+    per_round: int = 3
+
+    def __post_init__(self) -> None:
+        if self.threads is not None:
+            check(self.threads >= 1, "threads", f"must be >= 1, got {self.threads}")
+        check(self.batch >= 1, "batch", f"must be >= 1, got {self.batch}")
+        check(self.rounds >= 3, "rounds", f"must be >= 3, got {self.rounds}")
+        check(self.per_round >= 1, "per_round", f"must be >= 1, got {self.per_round}")
+
+
+@dataclass
 class ExperimentConfig:
     """One experiment: data, model, optimisation, evaluation and runtime settings."""
 
@@ -424,6 +551,8 @@ class ExperimentConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     compress: CompressConfig = field(default_factory=CompressConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
     source: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -13,9 +13,17 @@ from tests.conftest import ROOT
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
+#: What each notebook must print on tiny settings (besides the synthetic-data line).
+EXPECTED = {
+    "thermography_quickstart.ipynb": ["must be > 0"],  # the bad-value cell shows the validation message
+    "compress_and_compare.ipynb": ["must be in [0, 1)", "fewer MACs", "max |PyTorch - ONNX Runtime|",
+                                   "report:"],
+}
+
 
 def test_there_are_notebooks() -> None:
     assert NOTEBOOKS
+    assert sorted(EXPECTED) == [p.name for p in NOTEBOOKS]  # every notebook has its checks
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -33,4 +41,5 @@ def test_notebook_executes_on_tiny_settings(path: Path, monkeypatch: pytest.Monk
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "synthetic data: True" in text
-    assert "must be > 0" in text  # the bad-value cell shows the validation message
+    for expected in EXPECTED[path.name]:
+        assert expected in text, expected

@@ -1,4 +1,4 @@
-"""Compression: structured pruning over Torch-Pruning, criteria, schedules, export and latency.
+"""Compression: structured pruning over Torch-Pruning, criteria, schedules, quantization, export, latency.
 
 Public API::
 
@@ -12,6 +12,7 @@ from medprune.compress._context import CompressContext, PruneOptions
 from medprune.compress.calibration import class_balanced_batches
 from medprune.compress.importance import CRITERIA, Criterion, create_criterion, list_criteria
 from medprune.compress.prune import PruneResult, keep_count, prune_channels, prune_model, self_check
+from medprune.compress.quantize import materialize, packed_size_bytes, quantize_model
 from medprune.compress.schedules import SCHEDULES, Schedule, create_schedule, list_schedules
 from medprune.compress.serialize import load_model, save_model
 
@@ -34,4 +35,7 @@ __all__ = [
     "class_balanced_batches",
     "save_model",
     "load_model",
+    "quantize_model",
+    "materialize",
+    "packed_size_bytes",
 ]

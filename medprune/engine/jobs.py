@@ -44,7 +44,7 @@ from medprune.engine.distributed import DistInfo, barrier, init_distributed
 from medprune.engine.trainer import EpochCallback, Trainer, TrainResult, predict
 from medprune.errors import CheckpointError, ConfigError, DataError
 from medprune.metrics import classification_metrics, write_predictions_csv
-from medprune.models import create_model
+from medprune.models import create_model, replace_pooling
 from medprune.models._structure import build_from_spec
 
 __all__ = ["DataBundle", "TrainOutcome", "resolve_device", "prepare_data", "build_model", "train",
@@ -143,8 +143,13 @@ def prepare_data(config: ExperimentConfig, run_dir: str | Path, dist_info: DistI
 
 
 def build_model(config: ExperimentConfig) -> nn.Module:
-    """The registry model the config names, sized for its classes and channels."""
-    return create_model(config.model.name, **config.model_kwargs())
+    """The registry model the config names, sized for its classes and channels, with ``model.pooling`` applied."""
+    model = create_model(config.model.name, **config.model_kwargs())
+    spec = config.model.pooling_spec()
+    if spec is not None:
+        kind, options = spec
+        replace_pooling(model, str(kind), **options)
+    return model
 
 
 def _configure_runtime(config: ExperimentConfig) -> None:

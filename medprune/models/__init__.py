@@ -9,6 +9,7 @@ Build any registered model by name; every constructor takes ``num_classes``, ``i
     model = create_model("inception_mv4", num_classes=2, in_chans=1, width=0.125)
     model.min_input_size             # (1, 75, 75)
     stage_cost_table(model, (1, 299, 299))   # per-stage channels × positions and MACs
+    replace_pooling(model, "wavelet_hybrid", combine="gate")   # swap every downsampling pool
 
 A new model registers itself with ``@register_model("name")`` in a module imported below.
 """
@@ -18,6 +19,7 @@ from medprune.models._registry import MODELS, create_model, list_models, model_s
 from medprune.models.cost import StageCost, count_macs, format_stage_costs, stage_cost_table
 from medprune.models.baseline import SmallCNN
 from medprune.models.inception import InceptionV3, InceptionV4
+from medprune.models.pooling import POOLINGS, HybridWaveletPool2d, list_poolings, replace_pooling
 from medprune.models.resnet import CifarResNet, PreActResNet
 
 __all__ = [
@@ -35,4 +37,8 @@ __all__ = [
     "SmallCNN",
     "CifarResNet",
     "PreActResNet",
+    "POOLINGS",
+    "HybridWaveletPool2d",
+    "list_poolings",
+    "replace_pooling",
 ]

@@ -53,6 +53,8 @@ def _dims(module: nn.Module) -> dict[str, int] | None:
         return {"num_parameters": module.num_parameters}
     if type(module).__name__ == "FrozenBatchNorm2d":  # torchvision detection backbones
         return {"num_features": int(module.weight.shape[0])}
+    if type(module).__name__ == "ChannelGate":  # hybrid wavelet pooling's per-channel gate
+        return {"num_channels": int(module.weight.shape[1])}
     return None
 
 
@@ -109,6 +111,8 @@ def _resize(module: nn.Module, dims: dict[str, int]) -> None:
     elif type(module).__name__ == "FrozenBatchNorm2d":
         for attr in ("weight", "bias", "running_mean", "running_var"):
             _resize_param(module, attr, (dims["num_features"],))
+    elif type(module).__name__ == "ChannelGate":
+        _resize_param(module, "weight", (1, dims["num_channels"], 1, 1))
 
 
 def apply_structure(model: nn.Module, structure: dict[str, dict[str, Any]], source: str = "<model file>") -> nn.Module:

@@ -1,0 +1,342 @@
+"""Plots of the ``medprune run`` report: what compression cost and what it bought.
+
+Three figures, each comparing the base model with every compressed stage (the first entry is
+always the reference):
+
+* :func:`plot_per_class_metrics` — grouped bars of sensitivity, specificity, PPV, NPV, F1 and AUC
+  per class, with the bootstrap 95 % intervals of ``metrics.json`` as error bars;
+* :func:`plot_tradeoff` — balanced accuracy and worst-class sensitivity against cost (MACs or
+  measured ONNX Runtime latency), with the points of a pruning sweep and their frontier;
+* :func:`plot_latency_and_size` — measured latency (PyTorch, ONNX Runtime, INT8) and file sizes
+  as bars, each labelled with its speed-up or size reduction against the base model.
+
+Like :mod:`medprune.report.plots`, figures use the Agg canvas directly (no pyplot state) and are
+written atomically; the format follows the path's suffix (.png, .pdf, .svg).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from medprune.errors import DataError
+from medprune.metrics.classification import PER_CLASS_METRICS
+from medprune.report.compress_plots import _BASE_COLOUR, _COMPRESSED_COLOUR
+from medprune.report.plots import _save
+
+__all__ = ["TradeoffPoint", "plot_per_class_metrics", "plot_tradeoff", "plot_latency_and_size", "model_colour"]
+
+# Base and first compressed stage keep the colours of compress_plots; later stages continue the
+# same (seaborn "deep") palette so one model has one colour in every figure of a report.
+_PALETTE = (_BASE_COLOUR, _COMPRESSED_COLOUR, "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
+_SWEEP_COLOUR = "0.55"
+_MIB = 2.0**20
+_METRIC_LABELS = {"sensitivity": "sensitivity", "specificity": "specificity", "ppv": "PPV", "npv": "NPV",
+                  "f1": "F1", "auc": "AUC"}
+
+
+def model_colour(index: int) -> str:
+    """Colour of the ``index``-th model of a report (0 = base), shared by every figure."""
+    return _PALETTE[index % len(_PALETTE)]
+
+
+def _interval(ci: Any, value: float) -> tuple[float, float] | None:
+    """``(lower, upper)`` error lengths of ``ci`` around ``value``, ``None`` when there is no interval."""
+    if ci is None or math.isnan(value) or not isinstance(ci, Sequence) or len(ci) != 2 or None in ci:
+        return None
+    # Percentile intervals need not contain the point estimate; clip so no error length is negative.
+    return max(0.0, value - float(ci[0])), max(0.0, float(ci[1]) - value)
+
+
+def _per_class(metrics: Mapping[str, Any], label: str, cls: str,
+               metric: str) -> tuple[float, tuple[float, float] | None]:
+    per_class = metrics.get("per_class")
+    if not isinstance(per_class, Mapping) or cls not in per_class:
+        available = ", ".join(map(str, per_class)) if isinstance(per_class, Mapping) else "none"
+        raise DataError(f"plot_per_class_metrics: {label!r} has no per_class entry for class {cls!r} "
+                        f"(available: {available})")
+    point = per_class[cls].get(metric)
+    value = float(point) if point is not None else math.nan
+    return value, _interval((metrics.get("ci") or {}).get(f"per_class.{cls}.{metric}"), value)
+
+
+def plot_per_class_metrics(
+    results: Mapping[str, Mapping[str, Any]],
+    classes: Sequence[str],
+    path: str | os.PathLike[str],
+    *,
+    metrics: Sequence[str] = PER_CLASS_METRICS,
+    title: str | None = None,
+) -> Path:
+    """One panel per metric; in each, bars per class for every model, with 95 % intervals.
+
+    ``results`` maps a model label (``"base"``, ``"pruned (taylor, ratio 0.50)"``) to its
+    ``classification_metrics`` result (``metrics.json``); insertion order is drawing order and
+    the first is the reference. A missing interval draws the bar without an error bar; an
+    undefined value (``None``) draws no bar and writes "n/a". Returns the written path.
+
+    Raises:
+        DataError: if ``results``, ``classes`` or ``metrics`` is empty, or a model lacks a class
+            (the message names both), or the suffix is not .png/.pdf/.svg.
+    """
+    names = [str(c) for c in classes]
+    if not results or not names or not metrics:
+        raise DataError("plot_per_class_metrics: need at least one model, one class and one metric")
+    k, m = len(names), len(results)
+    ncols = min(3, len(metrics))
+    nrows = math.ceil(len(metrics) / ncols)
+    panel_width = max(3.2, 0.8 + 0.32 * k * m + 0.25 * k)
+    fig = Figure(figsize=(panel_width * ncols, 3.4 * nrows + 0.6))
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    width = 0.8 / m
+    x = np.arange(k)
+    label_bars = k * m <= 16  # beyond that the numbers overlap; the table has them
+    for ax, metric in zip(axes, metrics):
+        for j, (label, result) in enumerate(results.items()):
+            pairs = [_per_class(result, label, c, metric) for c in names]
+            values = np.array([v for v, _ in pairs])
+            shown = np.nan_to_num(values, nan=0.0)
+            pos = x - 0.4 + width * (j + 0.5)
+            bars = ax.bar(pos, shown, width, color=model_colour(j), label=label)
+            has_ci = np.array([ci is not None for _, ci in pairs])
+            if has_ci.any():
+                err = np.array([ci if ci is not None else (0.0, 0.0) for _, ci in pairs]).T
+                ax.errorbar(pos[has_ci], shown[has_ci], yerr=err[:, has_ci], fmt="none", ecolor="0.15",
+                            elinewidth=0.9, capsize=2)
+            for bar, v in zip(bars, values):
+                if math.isnan(v) or label_bars:
+                    inside = not math.isnan(v) and v >= 0.25
+                    ax.text(bar.get_x() + bar.get_width() / 2, v / 2 if inside else 0.02,
+                            "n/a" if math.isnan(v) else f"{v:.2f}", ha="center",
+                            va="center" if inside else "bottom", fontsize=6.5, rotation=90,
+                            color="white" if inside else "0.2")
+        ax.set_xticks(x, names, rotation=45 if k > 4 else 0, ha="right" if k > 4 else "center", fontsize=8)
+        ax.set_ylim(0.0, 1.08)
+        ax.set_yticks(np.linspace(0.0, 1.0, 6))
+        ax.tick_params(axis="y", labelsize=8)
+        ax.set_title(_METRIC_LABELS.get(metric, metric), fontsize=9)
+        ax.grid(True, axis="y", linewidth=0.4, alpha=0.5)
+    for ax in axes[len(metrics):]:
+        ax.set_visible(False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(m, 4), fontsize=8, frameon=False)
+    fig.suptitle(title if title is not None else "Per-class metrics per model (error bars: 95 % CI)", fontsize=10)
+    fig.subplots_adjust(bottom=0.1 + 0.03 * math.ceil(m / 4), hspace=0.35)
+    return _save(fig, path)
+
+
+@dataclass(frozen=True)
+class TradeoffPoint:
+    """One model on the accuracy-vs-cost plane.
+
+    ``kind`` is ``"base"``, ``"stage"`` (a compressed stage of the run) or ``"sweep"`` (a point
+    of a pruning sweep, drawn small and grey). ``macs`` and ``ort_ms`` are costs (``None`` when
+    not measured); the ``*_ci`` fields are ``(low, high)`` bootstrap intervals or ``None``.
+    ``colour`` overrides the default colour of the kind.
+    """
+
+    label: str
+    kind: Literal["base", "stage", "sweep"]
+    macs: float | None
+    ort_ms: float | None
+    balanced_accuracy: float | None
+    worst_class_sensitivity: float | None
+    balanced_accuracy_ci: tuple[float, float] | None = None
+    worst_class_sensitivity_ci: tuple[float, float] | None = None
+    colour: str | None = None
+
+
+def _frontier(xs: Sequence[float], ys: Sequence[float]) -> tuple[list[float], list[float]]:
+    """Pareto frontier: points no other point beats on both lower cost and higher metric."""
+    order = sorted(range(len(xs)), key=lambda i: (xs[i], -ys[i]))
+    fx: list[float] = []
+    fy: list[float] = []
+    for i in order:
+        if not fy or ys[i] > fy[-1]:
+            fx.append(xs[i])
+            fy.append(ys[i])
+    return fx, fy
+
+
+def plot_tradeoff(
+    points: Sequence[TradeoffPoint],
+    path: str | os.PathLike[str],
+    *,
+    x: Literal["macs", "ort_ms"] = "macs",
+    title: str | None = None,
+) -> Path:
+    """Balanced accuracy (left) and worst-class sensitivity (right) against MACs or ONNX Runtime latency.
+
+    Base and compressed stages are large labelled markers with their 95 % intervals; sweep
+    points are small grey dots. The dashed line joins the Pareto frontier over all drawn points
+    (no point is both cheaper and better). Points without the cost or the metric are left out
+    of that panel. The cost axis turns logarithmic when it spans more than 20×. Returns the path.
+
+    Raises:
+        DataError: if ``x`` is not ``"macs"``/``"ort_ms"``, no point has both the cost and a
+            metric, or the suffix is not .png/.pdf/.svg.
+    """
+    if x not in ("macs", "ort_ms"):
+        raise DataError(f"plot_tradeoff: x must be 'macs' or 'ort_ms', got {x!r}")
+    scale, xlabel = ((1e6, "MACs per image (millions)") if x == "macs"
+                     else (1.0, "ONNX Runtime latency (ms per image, median)"))
+    panels = (("balanced_accuracy", "balanced accuracy"), ("worst_class_sensitivity", "worst-class sensitivity"))
+    usable = [p for p in points if getattr(p, x) is not None
+              and any(getattr(p, metric) is not None for metric, _ in panels)]
+    if not usable:
+        raise DataError(f"plot_tradeoff: no point has both {x} and a metric to plot")
+    costs = [float(getattr(p, x)) / scale for p in usable]
+    fig = Figure(figsize=(10.0, 4.2))
+    axes = fig.subplots(1, 2)
+    stage_index = 0
+    colours: dict[str, str] = {}
+    for p in usable:
+        if p.kind == "stage":
+            stage_index += 1
+        colours[p.label] = p.colour or (model_colour(0) if p.kind == "base" else _SWEEP_COLOUR if p.kind == "sweep"
+                                        else model_colour(stage_index))
+    for ax, (metric, ylabel) in zip(axes, panels):
+        xs: list[float] = []
+        ys: list[float] = []
+        lows: list[float] = []
+        for p, cost in zip(usable, costs):
+            value = getattr(p, metric)
+            if value is None:
+                continue
+            xs.append(cost)
+            ys.append(float(value))
+            if p.kind == "sweep":
+                ax.scatter([cost], [value], s=18, color=colours[p.label], zorder=3)
+                continue
+            err = _interval(getattr(p, f"{metric}_ci"), float(value))
+            if err is not None:
+                lows.append(float(value) - err[0])
+            ax.errorbar([cost], [value], yerr=None if err is None else np.array(err).reshape(2, 1),
+                        fmt="o" if p.kind == "base" else "D", markersize=8, color=colours[p.label],
+                        ecolor=colours[p.label], elinewidth=1.2, capsize=3, zorder=4, label=p.label)
+            ax.annotate(p.label, (cost, value), xytext=(6, 6), textcoords="offset points", fontsize=7,
+                        color="0.2")
+        if len(xs) >= 2:
+            fx, fy = _frontier(xs, ys)
+            ax.plot(fx, fy, linestyle="--", color="0.35", linewidth=1.0, zorder=2, label="frontier")
+        if any(p.kind == "sweep" for p in usable):
+            ax.scatter([], [], s=18, color=_SWEEP_COLOUR, label="sweep points")
+        if xs and min(xs) > 0 and max(xs) / min(xs) > 20:
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel, fontsize=9)
+        ax.set_ylabel(ylabel, fontsize=9)
+        ax.set_ylim(min([0.5, *(y - 0.05 for y in ys), *(low - 0.02 for low in lows)]), 1.02)
+        ax.grid(True, linewidth=0.4, alpha=0.5)
+        ax.tick_params(labelsize=8)
+    axes[0].legend(loc="lower right", fontsize=7)
+    default = ("Accuracy vs MACs" if x == "macs" else "Accuracy vs measured latency") + " (error bars: 95 % CI)"
+    fig.suptitle(title if title is not None else default, fontsize=10)
+    return _save(fig, path)
+
+
+def _median(entry: Mapping[str, Any], runtime: str) -> float | None:
+    stats = (entry.get("latency_ms") or {}).get(runtime) or {}
+    value = stats.get("median_ms")
+    return float(value) if value is not None else None
+
+
+def _bytes(entry: Mapping[str, Any], key: str) -> float | None:
+    value = entry.get(key)
+    return float(value) if value is not None else None
+
+
+def _bar_group(ax: Any, groups: Sequence[str], models: Sequence[str], values: Mapping[tuple[str, str], float],
+               colours: Mapping[str, str], unit: str, words: tuple[str, str],
+               ratios: Mapping[tuple[str, str], float]) -> None:
+    """Grouped bars (groups on x, one bar per model that has a value), labelled with value and ratio.
+
+    The ratio is ``ratios[(group, model)]`` when given, else the first model's value over this one.
+    """
+    width = 0.8 / len(models)
+    top = max(values.values(), default=1.0)
+    for j, model in enumerate(models):
+        labelled = False
+        for g, group in enumerate(groups):
+            value = values.get((group, model))
+            if value is None:
+                continue
+            pos = g - 0.4 + width * (j + 0.5)
+            ax.bar(pos, value, width, color=colours[model], label=None if labelled else model)
+            labelled = True
+            reference = values.get((group, models[0]))
+            ratio = ratios.get((group, model)) or (reference / value if j > 0 and reference and value > 0 else None)
+            text = f"{value:.3g} {unit}"
+            if j > 0 and ratio:
+                text += f"\n{ratio:.2f}×\n{words[0]}" if ratio >= 1 else f"\n{1 / ratio:.2f}×\n{words[1]}"
+            ax.text(pos, value + 0.01 * top, text, ha="center", va="bottom", fontsize=6.5, color="0.15",
+                    linespacing=1.1)
+    ax.set_xticks(range(len(groups)), groups, fontsize=8)
+    ax.set_ylim(0.0, top * 1.45)  # headroom for the three-line labels and the legend
+    ax.grid(True, axis="y", linewidth=0.4, alpha=0.5)
+    ax.tick_params(axis="y", labelsize=8)
+
+
+def plot_latency_and_size(
+    models: Mapping[str, Mapping[str, Any]],
+    path: str | os.PathLike[str],
+    *,
+    colours: Mapping[str, str] | None = None,
+    speedups: Mapping[str, Mapping[str, float]] | None = None,
+    title: str | None = None,
+) -> Path:
+    """Median latency (left) and file sizes (right) per model, labelled with the ratio to the first model.
+
+    ``models`` maps a label to a ``bench.json`` model entry (``latency_ms.torch`` /
+    ``latency_ms.onnxruntime`` ``median_ms``, ``file_bytes``, ``onnx_bytes``); the first is the
+    reference, so every other bar reads "2.30× faster" / "3.08× smaller" against it. An entry
+    with only ONNX Runtime figures (an INT8 model) draws only those bars. ``colours`` maps labels
+    to colours (default: :func:`model_colour` by order). ``speedups`` maps a label to
+    ``{"torch": x, "onnxruntime": y}`` speed-ups printed instead of the ratio of the medians
+    (``bench.json``'s ``speedup``, so figure and text agree). Returns the written path.
+
+    Raises:
+        DataError: if ``models`` is empty or no entry has a latency or size, or the suffix is not
+            .png/.pdf/.svg.
+    """
+    if not models:
+        raise DataError("plot_latency_and_size: no models to plot")
+    labels = list(models)
+    palette = {label: (colours or {}).get(label, model_colour(i)) for i, label in enumerate(labels)}
+    runtimes = (("torch", "PyTorch"), ("onnxruntime", "ONNX Runtime"))
+    sizes = (("file_bytes", "PyTorch file"), ("onnx_bytes", "ONNX file"))
+    latency = {(name, label): v for label, entry in models.items() for key, name in runtimes
+               if (v := _median(entry, key)) is not None}
+    size = {(name, label): v / _MIB for label, entry in models.items() for key, name in sizes
+            if (v := _bytes(entry, key)) is not None}
+    if not latency and not size:
+        raise DataError("plot_latency_and_size: no model has a measured latency or a file size")
+    fig = Figure(figsize=(max(8.0, 4.0 + 1.2 * len(labels)), 4.2))
+    axes = fig.subplots(1, 2)
+    names = dict(runtimes)
+    ratios = {(names[runtime], label): float(v) for label, per in (speedups or {}).items()
+              for runtime, v in per.items() if runtime in names and v is not None}
+    for ax, values, groups, (unit, ylabel), words, what, given in (
+            (axes[0], latency, list(names.values()), ("ms", "ms per image (median)"), ("faster", "slower"), "latency",
+             ratios),
+            (axes[1], size, [n for _, n in sizes], ("MiB", "MiB"), ("smaller", "larger"), "size", {})):
+        present = [label for label in labels if any(lbl == label for _, lbl in values)]
+        if not present:
+            ax.text(0.5, 0.5, f"no {what} measured", ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+            continue
+        used_groups = [g for g in groups if any(grp == g for grp, _ in values)]
+        # The reference (first model) anchors the ratios even when it lacks one of the groups.
+        _bar_group(ax, used_groups, [labels[0]] + [lbl for lbl in present if lbl != labels[0]], values, palette,
+                   unit, words, given)
+        ax.set_ylabel(ylabel, fontsize=9)
+        ax.set_title("Latency" if what == "latency" else "Size on disk", fontsize=9)
+        ax.legend(loc="upper right", fontsize=7)
+    fig.suptitle(title if title is not None else "Measured latency and size (labels: ratio to base)", fontsize=10)
+    return _save(fig, path)
