@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 
 demo: install
-	$(VENV)/bin/medprune train $(DEMO_CONFIG) --overwrite
+	$(VENV)/bin/medprune run $(DEMO_CONFIG)
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -149,6 +149,15 @@ def test_check_samples_all_good_is_empty(tmp_path: Path) -> None:
     assert check_samples(read_manifest(manifest), ["x", "y"]) == []
 
 
+@pytest.mark.parametrize("progress", [True, False])
+def test_check_samples_progress_bar_follows_the_switch(tmp_path: Path, capsys, progress: bool) -> None:
+    _good_png(tmp_path / "a.png")
+    rows = "".join(f"a.png,x,P{i}\n" for i in range(250))  # above the 200-sample threshold
+    manifest = _write(tmp_path / "m.csv", "path,label,patient_id\n" + rows)
+    assert check_samples(read_manifest(manifest), ["x"], progress=progress) == []
+    assert ("checking samples" in capsys.readouterr().err) is progress
+
+
 def test_format_and_write_bad_samples(tmp_path: Path) -> None:
     manifest = _bad_manifest(tmp_path)
     bad = check_samples(read_manifest(manifest), ["healthy", "sick"])

@@ -206,14 +206,15 @@ def _format_value(value: Any, column: str, root: Path) -> str:
 
 
 def check_samples(
-    samples: Iterable[Sample], classes: Sequence[str], options: ReaderOptions | None = None
+    samples: Iterable[Sample], classes: Sequence[str], options: ReaderOptions | None = None, *,
+    progress: bool = True,
 ) -> list[BadSample]:
     """Read every sample and return *all* bad rows (empty list = all good).
 
     A row is bad when :func:`~medprune.data.readers.read_sample` fails (missing, zero-byte,
     unreadable, corrupt, wrong shape, NaN/inf) or its label is not in ``classes``. Collecting
     every problem at once spares the user one failed run per bad file. A tqdm progress bar is
-    shown for more than 200 samples.
+    shown for more than 200 samples unless ``progress`` is false (``runtime.progress``).
     """
     from tqdm.auto import tqdm
 
@@ -221,8 +222,8 @@ def check_samples(
     items = list(samples)
     allowed = set(classes)
     bad: list[BadSample] = []
-    progress = tqdm(items, desc="checking samples", unit="file", disable=len(items) <= _PROGRESS_THRESHOLD)
-    for sample in progress:
+    bar = tqdm(items, desc="checking samples", unit="file", disable=not progress or len(items) <= _PROGRESS_THRESHOLD)
+    for sample in bar:
         reasons: list[str] = []
         if sample.label not in allowed:
             reasons.append(f"label {sample.label!r} is not one of the classes {', '.join(classes)}")

@@ -117,7 +117,7 @@ def prepare_data(config: ExperimentConfig, run_dir: str | Path, dist_info: DistI
     manifest, synthetic = _manifest_path(config, run_dir, dist_info)
     samples = read_manifest(manifest)
     options = reader_options(config)
-    bad = check_samples(samples, list(config.data.classes), options)
+    bad = check_samples(samples, list(config.data.classes), options, progress=config.runtime.progress)
     if bad:
         if config.data.on_bad_sample == "error":
             raise DataError(f"{manifest}: {len(bad)} bad sample(s); fix or exclude them, or set "
