@@ -177,13 +177,21 @@ class _Run:
             self._data = prepare_data(self.config, self.run_dir)
         return self._data
 
-    def save(self, final: str | None = None) -> None:
+    def merged_stages(self) -> dict[str, dict[str, Any]]:
+        """This call's stage records, plus the previous records of stages it did not reach
+        (``stop_after``), so a sweep does not erase what ``medprune run`` recorded."""
+        previous = {k: v for k, v in self.previous.get("stages", {}).items() if v.get("status") != "adopted"}
+        return {n: self.stages.get(n) or previous[n] for n in STAGES if n in self.stages or n in previous}
+
+    def save(self) -> None:
+        stages = self.merged_stages()
+        final = final_stage(stages)
         record = {
             "name": self.config.name, "config": self.config.source,
-            "synthetic_data": self._synthetic(), "stages": self.stages,
+            "synthetic_data": self._synthetic(), "stages": stages,
             "compressed_stages": [
-                {"stage": s, "label": self.stages[s].get("label", s), "dir": _STAGE_DIRS[s]}
-                for s in _STAGE_DIRS if self.stages.get(s, {}).get("status") in ("done", "reused")],
+                {"stage": s, "label": stages[s].get("label", s), "dir": _STAGE_DIRS[s]}
+                for s in _STAGE_DIRS if stages.get(s, {}).get("status") in ("done", "reused")],
             "final": _STAGE_DIRS.get(final) if final else None,
         }
         atomic_write_json(self.record_path, record)
@@ -244,8 +252,8 @@ def run_job(config: ExperimentConfig, *, force: Sequence[str] = (), stop_after: 
     stages = STAGES if stop_after is None else STAGES[: STAGES.index(stop_after) + 1]
     for name in stages:
         _STAGE_FUNCS[name](run)
+    run.save()
     final = final_stage(run.stages)
-    run.save(final)
     report = run.run_dir / "report.html"
     files = {"run_dir": str(run.run_dir), "base_model": str(_base_checkpoint(run.run_dir))}
     if final:
@@ -555,9 +563,8 @@ def _report(run: _Run) -> None:
     target = run.run_dir / "report.html"
 
     def work() -> dict[str, Any]:
-        final = final_stage(run.stages)
         run.stages["report"] = {**run.stages["report"], "status": "done", "note": "this report"}
-        run.save(final)  # the report reads run.json
+        run.save()  # the report reads run.json
         save_config(run.config, run.run_dir / "config.yaml")
         write_report(run.run_dir)
         return {}

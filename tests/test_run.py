@@ -143,6 +143,9 @@ def test_sweep_draws_the_frontier_from_one_trained_model(finished):
     again = sweep_job(config_from_dict(data, str(path)), ratios=[0.25, 0.6])
     assert again.seconds < sweep.seconds  # finished settings were reused
     assert [p["macs"] for p in again.result["points"]] == [p["macs"] for p in points]
+    # The sweep kept what medprune run recorded: a later run reuses every stage.
+    after = run_job(config_from_dict(data, str(path)))
+    assert after.stages["prune"]["status"] == "reused" and after.stages["report"]["status"] == "reused"
 
 
 def test_sweep_cli_rejects_bad_ratios(finished, capsys):
