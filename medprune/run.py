@@ -331,6 +331,7 @@ def _input_model_file(run: _Run, stage: str) -> Path:
 def _finetune_and_evaluate(run: _Run, model: nn.Module, out: Path, ft: Any, teacher: nn.Module | None,
                            stage: str) -> tuple[nn.Module, dict[str, Any]]:
     """Fine-tune ``model`` as ``ft`` (a FinetuneConfig) says, keep the best epoch, evaluate on test."""
+    from medprune.compress.job import finetune_config
     from medprune.engine.checkpoint import load_checkpoint, load_model_weights
     from medprune.engine.jobs import evaluate_model, resolve_device
     from medprune.engine.trainer import Distillation, Trainer
@@ -340,14 +341,10 @@ def _finetune_and_evaluate(run: _Run, model: nn.Module, out: Path, ft: Any, teac
     device = resolve_device(config)
     model = model.to(device)
     if ft.epochs > 0:
-        optim = dataclasses.replace(
-            config.optim, epochs=ft.epochs, lr=ft.lr or config.optim.lr,
-            schedule=dataclasses.replace(config.optim.schedule, warmup_epochs=0),
-            early_stopping=dataclasses.replace(config.optim.early_stopping, patience=None))
         distill = (Distillation(teacher.to(device), ft.distill.alpha, ft.distill.temperature)
                    if teacher is not None and ft.distill.enabled else None)
-        trainer = Trainer(model, data.datasets["train"], data.datasets["val"], dataclasses.replace(config, optim=optim),
-                          out / "finetune", device, distill=distill)
+        trainer = Trainer(model, data.datasets["train"], data.datasets["val"],
+                          finetune_config(config, ft.epochs, ft.lr), out / "finetune", device, distill=distill)
         best = trainer.fit().best_checkpoint
         if best is not None:
             load_model_weights(trainer.model, load_checkpoint(best, map_location=device), best)

@@ -44,7 +44,8 @@ from medprune.errors import ConfigError, DataError, PruningError
 from medprune.metrics import classification_metrics
 from medprune.models._structure import build_from_spec
 
-__all__ = ["PruneOutcome", "prune_job", "load_trained_model", "example_batch", "search_latency_ratio"]
+__all__ = ["PruneOutcome", "prune_job", "load_trained_model", "example_batch", "search_latency_ratio",
+           "finetune_config"]
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +75,12 @@ def example_batch(dataset: Any, n: int = 2) -> torch.Tensor:
     return torch.stack([dataset[i][0] for i in range(min(n, len(dataset)))])
 
 
-def _finetune_config(config: ExperimentConfig, epochs: int) -> ExperimentConfig:
-    ft = config.compress.finetune
+def finetune_config(config: ExperimentConfig, epochs: int, lr: float | None = None) -> ExperimentConfig:
+    """``config`` for fine-tuning: ``epochs`` epochs at ``lr`` (default ``compress.finetune.lr``, else
+    ``optim.lr``), no warm-up, no early stop (the best validation epoch is still kept)."""
+    lr = lr or config.compress.finetune.lr
     optim = dataclasses.replace(
-        config.optim, epochs=epochs, lr=ft.lr or config.optim.lr,
+        config.optim, epochs=epochs, lr=lr or config.optim.lr,
         schedule=dataclasses.replace(config.optim.schedule, warmup_epochs=0),
         early_stopping=dataclasses.replace(config.optim.early_stopping, patience=None))
     return dataclasses.replace(config, optim=optim)
@@ -173,7 +176,7 @@ def prune_job(config: ExperimentConfig, checkpoint: str | Path, out_dir: str | P
                                    num_classes=len(config.data.classes))
 
     def finetune(m: nn.Module, epochs: int, hooks: Sequence[Any], tag: str) -> nn.Module:
-        ft_cfg = _finetune_config(config, epochs)
+        ft_cfg = finetune_config(config, epochs)
         shutil.rmtree(out / tag, ignore_errors=True)  # a previous prune run's fine-tuning is not resumed
         distill = Distillation(teacher, cc.finetune.distill.alpha, cc.finetune.distill.temperature) \
             if teacher is not None else None
