@@ -41,6 +41,7 @@ from torch import nn
 from medprune._io import atomic_write_json
 from medprune.config import ExperimentConfig, save_config
 from medprune.errors import CheckpointError, ConfigError
+from medprune.registry import suggest
 
 __all__ = ["STAGES", "RunOutcome", "run_job", "stage_settings", "final_stage"]
 
@@ -130,7 +131,7 @@ class _Run:
     def __init__(self, config: ExperimentConfig, force: Sequence[str]) -> None:
         unknown = [s for s in force if s not in STAGES]
         if unknown:
-            raise ConfigError(f"--force: unknown stage {unknown[0]!r}; stages: {', '.join(STAGES)}")
+            raise ConfigError(f"--force: {suggest(unknown[0], STAGES, 'stage')} (in run order: {', '.join(STAGES)})")
         self.config = config
         self.run_dir = config.run_dir
         self.record_path = self.run_dir / "run.json"
@@ -246,7 +247,7 @@ def run_job(config: ExperimentConfig, *, force: Sequence[str] = (), stop_after: 
     """
     t0 = time.perf_counter()
     if stop_after is not None and stop_after not in STAGES:
-        raise ConfigError(f"unknown stage {stop_after!r}; stages: {', '.join(STAGES)}")
+        raise ConfigError(suggest(stop_after, STAGES, "stage"))
     run = _Run(config, force)
     run.run_dir.mkdir(parents=True, exist_ok=True)
     stages = STAGES if stop_after is None else STAGES[: STAGES.index(stop_after) + 1]
