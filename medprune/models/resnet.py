@@ -38,7 +38,7 @@ default) the forward is the plain network, so tracing and export see no gate.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -161,6 +161,22 @@ class _ResidualNet(nn.Module):
     def _stage(blocks: Iterable[tuple[int, nn.Module]]) -> nn.Sequential:
         return nn.Sequential(OrderedDict((str(i), block) for i, block in blocks))
 
+    def _build_stages(self, cin: int, outs: Sequence[int], mask: list[list[bool]],
+                      make_block: Callable[[int, int, int, int], nn.Module]) -> int:
+        """Create ``stage1..3`` from the kept blocks of ``mask``; returns the last stage's width.
+
+        ``make_block(stage, in_channels, out_channels, stride)``; the first block of stages 2–3
+        downsamples (stride 2).
+        """
+        for s, cout in enumerate(outs):
+            blocks = []
+            for i, keep in enumerate(mask[s]):
+                if keep:
+                    blocks.append((i, make_block(s, cin if i == 0 else cout, cout, 2 if (i == 0 and s > 0) else 1)))
+            setattr(self, f"stage{s + 1}", self._stage(blocks))
+            cin = cout
+        return cin
+
     def stages(self) -> list[nn.Sequential]:
         """The three stages, in order."""
         return [self.stage1, self.stage2, self.stage3]
@@ -212,15 +228,8 @@ class CifarResNet(_ResidualNet):
         self.conv1 = _conv3x3(in_chans, stem)
         self.bn1 = nn.BatchNorm2d(stem)
         self.act = nn.ReLU()
-        cin = stem
-        for s, cout in enumerate(stage_widths):
-            blocks = []
-            for i in range(blocks_per_stage):
-                block_in = cin if i == 0 else cout
-                if mask[s][i]:
-                    blocks.append((i, BasicBlock(block_in, cout, stride=2 if (i == 0 and s > 0) else 1)))
-            setattr(self, f"stage{s + 1}", self._stage(blocks))
-            cin = cout
+        cin = self._build_stages(stem, stage_widths, mask,
+                                 lambda s, block_in, cout, stride: BasicBlock(block_in, cout, stride=stride))
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.head_drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(cin, num_classes)
@@ -252,15 +261,9 @@ class PreActResNet(_ResidualNet):
         fixed = {(s, 0) for s in range(STAGES) if s > 0 or outs[0] != stem}
         mask = _check_blocks(self.registry_name, blocks_per_stage, keep_blocks, fixed)
         self.conv1 = _conv3x3(in_chans, stem)
-        cin = stem
-        for s, (mid, cout) in enumerate(zip(mids, outs)):
-            blocks = []
-            for i in range(blocks_per_stage):
-                block_in = cin if i == 0 else cout
-                if mask[s][i]:
-                    blocks.append((i, PreActBottleneck(block_in, mid, cout, stride=2 if (i == 0 and s > 0) else 1)))
-            setattr(self, f"stage{s + 1}", self._stage(blocks))
-            cin = cout
+        cin = self._build_stages(
+            stem, outs, mask,
+            lambda s, block_in, cout, stride: PreActBottleneck(block_in, mids[s], cout, stride=stride))
         self.norm = nn.BatchNorm2d(cin)
         self.act = nn.ReLU()
         self.global_pool = nn.AdaptiveAvgPool2d(1)

@@ -100,11 +100,19 @@ def plot_kept_channels(
 
 def _value(metrics: Mapping[str, Any], cls: str, metric: str, which: str) -> tuple[float, list[float] | None]:
     """Point estimate (NaN when undefined) and interval (``None`` when absent) of one per-class metric."""
+    return per_class_point(metrics, cls, metric, f"plot_sensitivity_comparison: {which} metrics have")
+
+
+def per_class_point(metrics: Mapping[str, Any], cls: str, metric: str,
+                    subject: str) -> tuple[float, list[float] | None]:
+    """Point estimate (NaN when undefined) and interval (``None`` when absent) of one per-class metric.
+
+    ``subject`` starts the error raised when ``cls`` is missing, e.g. ``"plot_x: 'base' has"``.
+    """
     per_class = metrics.get("per_class")
     if not isinstance(per_class, Mapping) or cls not in per_class:
         available = ", ".join(map(str, per_class)) if isinstance(per_class, Mapping) else "none"
-        raise DataError(f"plot_sensitivity_comparison: {which} metrics have no per_class entry for class "
-                        f"{cls!r} (available: {available})")
+        raise DataError(f"{subject} no per_class entry for class {cls!r} (available: {available})")
     point = per_class[cls].get(metric)
     value = float(point) if point is not None else math.nan
     ci = (metrics.get("ci") or {}).get(f"per_class.{cls}.{metric}")

@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 
 from medprune.errors import DataError
 from medprune.metrics.classification import PER_CLASS_METRICS
-from medprune.report.compress_plots import _BASE_COLOUR, _COMPRESSED_COLOUR
+from medprune.report.compress_plots import _BASE_COLOUR, _COMPRESSED_COLOUR, per_class_point
 from medprune.report.plots import _save
 
 __all__ = ["TradeoffPoint", "plot_per_class_metrics", "plot_tradeoff", "plot_latency_and_size", "model_colour"]
@@ -57,14 +57,8 @@ def _interval(ci: Any, value: float) -> tuple[float, float] | None:
 
 def _per_class(metrics: Mapping[str, Any], label: str, cls: str,
                metric: str) -> tuple[float, tuple[float, float] | None]:
-    per_class = metrics.get("per_class")
-    if not isinstance(per_class, Mapping) or cls not in per_class:
-        available = ", ".join(map(str, per_class)) if isinstance(per_class, Mapping) else "none"
-        raise DataError(f"plot_per_class_metrics: {label!r} has no per_class entry for class {cls!r} "
-                        f"(available: {available})")
-    point = per_class[cls].get(metric)
-    value = float(point) if point is not None else math.nan
-    return value, _interval((metrics.get("ci") or {}).get(f"per_class.{cls}.{metric}"), value)
+    value, ci = per_class_point(metrics, cls, metric, f"plot_per_class_metrics: {label!r} has")
+    return value, _interval(ci, value)
 
 
 def plot_per_class_metrics(
