@@ -1,4 +1,9 @@
-"""Atomic file writes: a crash never leaves half a file behind."""
+"""Atomic file writes: a crash never leaves half a file behind.
+
+The temporary file comes from :func:`tempfile.mkstemp`, which creates it with mode 0600; before it
+replaces the target it gets the mode an ordinary ``open(path, "w")`` would have given it
+(0666 minus the process umask), so a run directory shared with a team stays readable.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,15 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "atomic_torch_save"]
+__all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "atomic_torch_save", "default_file_mode"]
+
+
+def default_file_mode() -> int:
+    """The mode ``open(path, "w")`` gives a new file: ``0o666`` minus the process umask."""
+    # os.umask can only be read by setting it; it is put back at once.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> Path:
@@ -21,6 +34,8 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> 
     os.close(fd)
     try:
         write(tmp)
+        # After the write: a writer may have replaced the file (ONNX Runtime's quantizer does).
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
