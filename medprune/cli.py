@@ -1,21 +1,27 @@
 """The ``medprune`` command. Thin: every command parses its typed arguments and calls the library.
 
 Errors caused by input (config, data, checkpoints) end in one line on stderr and exit code 2,
-never a traceback; Ctrl-C ends with exit code 130 and a hint to resume.
+never a traceback; a failed safety gate exits 3; Ctrl-C ends with exit code 130 and what to type
+to continue; a bug in medprune is one line (exit 1) with the traceback saved to a file. The table
+of exit codes is in :mod:`medprune.errors`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import typer
 
-from medprune.errors import MedpruneError
+from medprune.errors import (EXIT_BUG, EXIT_INPUT, EXIT_INTERRUPTED, DistributedRunError, MedpruneError,
+                             SafetyGateError)
 
-__all__ = ["app", "main"]
+WORKER_ENV = "MEDPRUNE_DDP_WORKER"  # = medprune.engine.distributed.WORKER_ENV, without importing torch here
+
+__all__ = ["app", "main", "interrupted_hint"]
 
 log = logging.getLogger("medprune")
 
@@ -49,7 +55,13 @@ def train(
         argv = ["train", str(config), *(overrides or [])]
         argv += ["--resume"] if resume else []
         argv += ["--overwrite"] if overwrite else []
-        raise typer.Exit(launch_torchrun(nproc, argv))
+        result = launch_torchrun(nproc, argv, log_dir=cfg.run_dir / "logs")
+        if result.exit_code:
+            lines = [f"rank {f.rank} failed (exit code {f.exit_code}): {f.message}" for f in result.failures]
+            if result.log is not None:
+                lines.append(f"tracebacks of the failing ranks: {result.log}")
+            raise DistributedRunError("\n".join(lines), exit_code=result.exit_code)
+        return
     from medprune.engine.jobs import train as run_training
 
     try:
@@ -337,35 +349,128 @@ def _summary(metrics: dict, where: Path) -> None:
     typer.echo(f"metrics: {Path(where) / 'metrics.json'}")
 
 
+class _LogFilter(logging.Filter):
+    """medprune's own records at INFO and above; other libraries' only at ERROR, without tracebacks.
+
+    Third-party libraries log what they handled themselves (pydicom on a file medprune then refuses
+    with its own one-line reason, torch's launcher on a rank medprune reports): printed with the
+    ``medprune:`` prefix and their tracebacks, that was noise that read like a crash.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.split(".")[0] in ("medprune", "pipelines", "__main__"):
+            return True
+        if record.levelno < logging.ERROR:
+            return False
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        record.msg, record.args = f"({record.name}) {record.getMessage()}", None
+        return True
+
+
+def _configure_logging() -> None:
+    """One stderr handler on the root logger (replaced, not stacked, when ``main`` runs again)."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "medprune_cli", False)]:
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("medprune: %(message)s"))
+    handler.addFilter(_LogFilter())
+    handler.medprune_cli = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def _command(args: Sequence[str]) -> tuple[str | None, str | None]:
+    """The command name and its first positional argument (the config), from the raw arguments."""
+    positional = [a for a in args if not a.startswith("-")]
+    return (positional[0] if positional else None), (positional[1] if len(positional) > 1 else None)
+
+
+def interrupted_hint(args: Sequence[str]) -> str:
+    """What to type to continue after Ctrl-C, for the command in ``args``."""
+    command, config = _command(args)
+    config = config or "CONFIG"
+    if command == "train":
+        return (f"interrupted — continue with `medprune train {config} --resume` (the last finished epoch is "
+                "in checkpoints/last.pt)")
+    if command == "run":
+        return (f"interrupted — continue with `medprune run {config}` (finished stages are reused; an "
+                "interrupted training resumes from checkpoints/last.pt)")
+    if command == "sweep":
+        return f"interrupted — continue with the same `medprune sweep {config} ...` (finished settings are reused)"
+    return "interrupted — nothing of this command was kept; run it again"
+
+
+def _bug(exc: BaseException, args: Sequence[str]) -> int:
+    """An exception medprune did not expect: one line, the traceback in a file to report."""
+    import tempfile
+    import traceback
+
+    from medprune.engine.distributed import record_worker_failure
+
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    head = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+    if record_worker_failure(f"internal error {head}", text):
+        return EXIT_BUG
+    fd, path = tempfile.mkstemp(prefix="medprune-traceback-", suffix=".txt")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(f"medprune {' '.join(args)}\n\n{text}")
+    typer.echo(f"medprune: internal error (a bug in medprune): {head} — please report it with the traceback "
+               f"saved in {path} (set MEDPRUNE_TRACEBACK=1 to print it)", err=True)
+    return EXIT_BUG
+
+
+def _input_error(exc: MedpruneError) -> int:
+    from medprune.engine.distributed import record_worker_failure
+
+    if not record_worker_failure(str(exc)):
+        prefix = "medprune: safety gate FAILED: " if isinstance(exc, SafetyGateError) else "medprune: error: "
+        lines = str(exc).splitlines() if isinstance(exc, DistributedRunError) else [str(exc)]
+        for line in lines:
+            typer.echo(prefix + line, err=True)
+    return exc.exit_code
+
+
+def _click_exceptions() -> tuple[type[Exception], type[Exception], type[BaseException]]:
+    """typer's ClickException, Exit and Abort classes.
+
+    typer 0.2x vendors click (``typer._click``), older releases use click itself: the classes are
+    found through typer's public names so either works.
+    """
+    click_exception = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+    return click_exception, typer.Exit, typer.Abort
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``medprune`` console script."""
-    logging.basicConfig(level=logging.INFO, format="medprune: %(message)s", stream=sys.stderr)
-    for noisy in ("matplotlib", "PIL", "torch.distributed", "timm"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    """Entry point of the ``medprune`` console script; returns the exit code (see :mod:`medprune.errors`)."""
+    click_exception, click_exit, click_abort = _click_exceptions()
+    args = list(sys.argv[1:] if argv is None else argv)
+    _configure_logging()
     try:
-        app(args=argv, prog_name="medprune", standalone_mode=False)
+        code = app(args=args, prog_name="medprune", standalone_mode=False)
+        if code == EXIT_INTERRUPTED:  # typer turns Ctrl-C inside a command into Exit(130)
+            raise KeyboardInterrupt
     except MedpruneError as exc:
-        typer.echo(f"medprune: error: {exc}", err=True)
-        return 2
+        return _input_error(exc)
     except FloatingPointError as exc:
         typer.echo(f"medprune: error: {exc}", err=True)
-        return 2
-    except KeyboardInterrupt:
-        typer.echo("medprune: interrupted; the last finished epoch is in checkpoints/last.pt — continue with "
-                   "`medprune train CONFIG --resume`", err=True)
-        return 130
-    except typer.Exit as exc:
-        return int(exc.exit_code or 0)
-    except Exception as exc:  # click's usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
-            return 1
-        raise
-    return 0
+        return EXIT_INPUT
+    except (KeyboardInterrupt, click_abort) as exc:
+        if isinstance(exc, click_abort) and not isinstance(exc.__context__, KeyboardInterrupt):
+            return EXIT_BUG
+        if not os.environ.get(WORKER_ENV):  # the launcher of a --nproc run says it once
+            typer.echo(f"medprune: {interrupted_hint(args)}", err=True)
+        return EXIT_INTERRUPTED
+    except click_exit as exc:
+        return int(getattr(exc, "exit_code", 0) or 0)
+    except click_exception as exc:  # usage errors: click's own message and code (2)
+        exc.show()  # type: ignore[attr-defined]
+        return int(exc.exit_code)  # type: ignore[attr-defined]
+    except Exception as exc:
+        if os.environ.get("MEDPRUNE_TRACEBACK"):
+            raise
+        return _bug(exc, args)
+    return int(code or 0)
 
 
 if __name__ == "__main__":
