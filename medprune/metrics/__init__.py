@@ -6,17 +6,21 @@ See :func:`classification_metrics` for the metrics.json schema (DESIGN.md §2).
 from __future__ import annotations
 
 from medprune.metrics.classification import (
+    CI_METHODS,
     PER_CLASS_METRICS,
     SUMMARY_METRICS,
     ClassificationMetrics,
     classification_metrics,
+    small_sample_notes,
 )
 from medprune.metrics.predictions import Predictions, read_predictions_csv, write_predictions_csv
 
 __all__ = [
     "classification_metrics",
     "ClassificationMetrics",
+    "small_sample_notes",
     "PER_CLASS_METRICS",
+    "CI_METHODS",
     "SUMMARY_METRICS",
     "Predictions",
     "write_predictions_csv",

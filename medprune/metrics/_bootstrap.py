@@ -11,6 +11,9 @@ AUC is not a sum over units, so it is computed per replicate from the Mann–Whi
 integer weights (ties count one half), which is the area sklearn's ``roc_auc_score`` integrates
 with ``sample_weight``.
 
+:func:`proportion_counts` gives the successes and trials behind each proportion (per replicate or
+per unit), from which :mod:`medprune.metrics._exact` builds small-sample intervals.
+
 Undefined values (0/0, an AUC with one class missing) are ``NaN`` here; the public layer turns
 them into ``None``. Everything in this module is private: the public API is in
 :mod:`medprune.metrics.classification`.
@@ -95,6 +98,29 @@ def metrics_from_confusion(cm: np.ndarray) -> dict[str, np.ndarray]:
         "f1": _safe_div(2 * tp, 2 * tp + fp + fn),
         "support": true_n,
         "accuracy": _safe_div(tp.sum(axis=1), total),
+    }
+
+
+def proportion_counts(cm: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``(successes, trials)`` of every metric that is a proportion, from a stack of confusion matrices.
+
+    ``cm`` is ``(U, k, k)`` (rows = true class): the ``U`` replicates, or the per-unit
+    contributions reshaped. Keys are ``sensitivity``, ``specificity``, ``ppv``, ``npv`` (arrays of
+    shape ``(U, k)``) and ``accuracy`` (``(U,)``); each ratio equals the value
+    :func:`metrics_from_confusion` reports.
+    """
+    cm = cm.astype(np.float64)
+    tp = np.diagonal(cm, axis1=1, axis2=2)
+    true_n = cm.sum(axis=2)
+    pred_n = cm.sum(axis=1)
+    total = cm.sum(axis=(1, 2))
+    tn = total[:, None] - true_n - pred_n + tp
+    return {
+        "sensitivity": (tp, true_n),
+        "specificity": (tn, total[:, None] - true_n),
+        "ppv": (tp, pred_n),
+        "npv": (tn, total[:, None] - pred_n),
+        "accuracy": (tp.sum(axis=1), total),
     }
 
 
