@@ -5,9 +5,19 @@ exists); then, for every (criterion, ratio) setting, the compress and evaluate s
 ``<run dir>/sweep/<criterion>_r<ratio>/`` (the layout of ``compressed/``) and every pruned model
 and the base are exported to ONNX and timed interleaved on ONNX Runtime CPU. The result::
 
-    sweep/sweep.json      base and one point per setting: MACs, params, ONNX Runtime latency,
-                          balanced accuracy, worst-class sensitivity (and which class)
+    sweep/sweep.json      base and one point per setting: MACs, params, ONNX Runtime latency with
+                          its measured spread, speed-up interval and verdict, balanced accuracy,
+                          worst-class sensitivity (and which class); the distinct architectures
     sweep/frontier.png    balanced accuracy and worst-class sensitivity against MACs and latency
+
+Latency is measured per **architecture**, not per setting (DESIGN.md §4 item 7): settings that keep
+the same layer widths (L1 and L2 at one per-layer ratio usually do) run the same kernels, so
+each distinct :func:`~medprune.compress.latency.architecture_key` is timed once, interleaved with
+the others, and every point of it gets that timing. Timing them separately would only measure the
+machine's drift (it showed 1.07×–2.34× "speed-ups" between identical models). Each timing keeps its
+spread (interquartile range of the per-round minima); a point whose speed-up interval includes 1.0
+is reported "within the measured spread" of the base, and two points whose timings do not differ
+beyond their spreads are reported within each other's (:func:`compare_latency`).
 
 A setting whose folder already holds a finished prune with the same settings is reused, so an
 interrupted sweep continues; ``force=True`` redoes every setting.
@@ -21,15 +31,25 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
 from medprune._io import atomic_write_json
+from medprune.compress.latency import (
+    METHOD,
+    LatencyStats,
+    architecture_key,
+    differs,
+    interleaved_latency,
+    ort_runner,
+    speedup_interval,
+    torch_threads,
+)
 from medprune.config import ExperimentConfig
 from medprune.errors import ConfigError
 
-__all__ = ["SweepOutcome", "sweep_job", "worst_class", "parse_list"]
+__all__ = ["SweepOutcome", "sweep_job", "compare_latency", "format_sweep", "worst_class", "parse_list"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +92,53 @@ def _tag(criterion: str, ratio: float) -> str:
     return f"{criterion}_r{ratio:.2f}"
 
 
+def _label(point: Mapping[str, Any]) -> str:
+    return f"{point['criterion']} r={point['ratio']:.2f}"
+
+
+def compare_latency(base: dict[str, Any], points: Sequence[dict[str, Any]],
+                    stats: Mapping[str, LatencyStats]) -> list[dict[str, Any]]:
+    """Give ``base`` and every point its architecture's timing and a verdict; return the architecture table.
+
+    ``base`` and each point carry ``"architecture"`` (a key of ``stats``; points also ``criterion``
+    and ``ratio``). Fills in, in place:
+
+    - base and points: ``ort_ms`` (median), ``ort_iqr_ms`` ``[q1, q3]``, ``ort_spread_pct`` (± half
+      the interquartile range, % of the median);
+    - points: ``speedup`` (base / point medians), ``speedup_interval`` ``[lo, hi]``
+      (:func:`~medprune.compress.latency.speedup_interval`), ``within_spread_of_base`` (the
+      interval includes 1.0), ``same_architecture_as`` (labels such as ``"l2 r=0.50"``, or
+      ``"base"``: one timing, so no difference can be measured), ``within_spread_of`` (points of
+      *other* architectures whose timings do not differ beyond the spreads,
+      :func:`~medprune.compress.latency.differs` — compared directly, since they were timed in the
+      same interleaved run).
+
+    Returns:
+        One row per distinct architecture, base's first: ``{"key", "models": [labels], "ort": stats
+        dict}``.
+    """
+    labels = ["base", *(_label(p) for p in points)]
+    members: dict[str, list[str]] = {}
+    for label, entry in zip(labels, [base, *points]):
+        if entry["architecture"] not in stats:
+            raise KeyError(f"compare_latency: no timing for {label}'s architecture {entry['architecture']!r}")
+        members.setdefault(entry["architecture"], []).append(label)
+    for entry in (base, *points):
+        s = stats[entry["architecture"]]
+        entry.update(ort_ms=s.median_ms, ort_iqr_ms=[s.q1_ms, s.q3_ms], ort_spread_pct=s.spread_pct)
+    b = stats[base["architecture"]]
+    for label, p in zip(labels[1:], points):
+        s = stats[p["architecture"]]
+        lo, hi = speedup_interval(b, s)
+        p["speedup"] = b.median_ms / max(s.median_ms, 1e-9)
+        p["speedup_interval"] = [lo, hi]
+        p["within_spread_of_base"] = lo <= 1.0 <= hi
+        p["same_architecture_as"] = [m for m in members[p["architecture"]] if m != label]
+        p["within_spread_of"] = [_label(q) for q in points if q["architecture"] != p["architecture"]
+                                 and not differs(s, stats[q["architecture"]])]
+    return [{"key": key, "models": models, "ort": stats[key].to_dict()} for key, models in members.items()]
+
+
 def _point_settings(config: ExperimentConfig) -> dict[str, Any]:
     from medprune.run import stage_settings
 
@@ -83,14 +150,13 @@ def sweep_job(config: ExperimentConfig, *, ratios: Sequence[float] = (), criteri
     """Prune the config's trained model at every (criterion, ratio); evaluate, time and plot the frontier."""
     from medprune.compress.job import example_batch, load_trained_model, prune_job
     from medprune.compress.export import export_onnx
-    from medprune.compress.latency import _torch_threads, interleaved_latency, ort_runner
     from medprune.engine.jobs import prepare_data
     from medprune.report.sweep_plots import plot_frontier
     from medprune.run import _base_checkpoint, replace_compress, run_job
 
     t0 = time.perf_counter()
-    ratios = list(ratios) or [config.compress.ratio]
-    criteria = list(criteria) or [config.compress.criterion]
+    ratios = list(dict.fromkeys(ratios)) or [config.compress.ratio]  # a repeated setting is one point
+    criteria = list(dict.fromkeys(criteria)) or [config.compress.criterion]
     for r in ratios:
         if not 0 < r < 1:
             raise ConfigError(f"--ratios: every ratio must be in (0, 1), got {r}")
@@ -134,33 +200,42 @@ def sweep_job(config: ExperimentConfig, *, ratios: Sequence[float] = (), criteri
                        "worst_class_sensitivity": sens, "worst_class": worst, "safety_gate": summary["safety_gate"],
                        "dir": str(folder.relative_to(run_dir)) if folder.is_relative_to(run_dir) else str(folder)})
 
-    # Latency: every model on ONNX Runtime CPU, interleaved so the machine's drift hits all alike.
+    # Latency: one ONNX Runtime CPU timing per distinct architecture, interleaved so the machine's
+    # drift hits all alike; points of one architecture share its timing.
     data = prepare_data(config, run_dir)
     example = example_batch(data.datasets["val" if "val" in data.datasets else "train"], 1)
     bc = config.bench
     threads = bc.threads or torch.get_num_threads()
-    onnx = {"base": export_onnx(load_trained_model(config, checkpoint, torch.device("cpu")).eval(), example,
-                                out / "base.onnx").path}
+    base_model = load_trained_model(config, checkpoint, torch.device("cpu")).eval()
+    base_key = architecture_key(base_model)
+    onnx = {base_key: export_onnx(base_model, example, out / "base.onnx").path}
     for p in points:
         model = load_trained_model(config, run_dir / p["dir"] / "model.pt", torch.device("cpu")).eval()
-        onnx[p["dir"]] = export_onnx(model, example, run_dir / p["dir"] / "model.onnx").path
+        p["architecture"] = architecture_key(model)
+        path = export_onnx(model, example, run_dir / p["dir"] / "model.onnx").path
+        onnx.setdefault(p["architecture"], path)
+    log.info("sweep: timing %d distinct architecture(s) for the base and %d setting(s)", len(onnx), len(points))
     x = example.repeat(bc.batch, 1, 1, 1)
-    with _torch_threads(threads):
+    with torch_threads(threads):
         stats = interleaved_latency({k: ort_runner(v, x, threads) for k, v in onnx.items()},
                                     rounds=bc.rounds, per_round=bc.per_round)
-    base_ms = stats["base"].median_ms
-    for p in points:
-        p["ort_ms"] = stats[p["dir"]].median_ms
-        p["speedup"] = base_ms / max(p["ort_ms"], 1e-9)
     worst, sens = worst_class(base_metrics)
     base_summary = next((json.loads((run_dir / p["dir"] / "prune_summary.json").read_text(encoding="utf-8"))
                          for p in points), {})
+    base = {"macs": base_summary.get("macs_before"), "params": base_summary.get("params_before"),
+            "architecture": base_key, "balanced_accuracy": base_metrics["balanced_accuracy"],
+            "worst_class_sensitivity": sens, "worst_class": worst}
+    architectures = compare_latency(base, points, stats)
     result = {
         "config": config.source, "synthetic_data": bool(base_metrics.get("synthetic_data")),
         "split": base_metrics.get("split"), "threads": threads, "batch": bc.batch,
-        "base": {"macs": base_summary.get("macs_before"), "params": base_summary.get("params_before"),
-                 "ort_ms": base_ms, "balanced_accuracy": base_metrics["balanced_accuracy"],
-                 "worst_class_sensitivity": sens, "worst_class": worst},
+        "distinct_architectures": len(architectures),
+        "latency": {"runtime": "onnxruntime CPU", "rounds": bc.rounds, "per_round": bc.per_round,
+                    "method": f"{METHOD}; each distinct architecture timed once",
+                    "spread": "interquartile range of the per-round minima (ort_iqr_ms); ort_spread_pct is "
+                              "half of it relative to the median",
+                    "architectures": architectures},
+        "base": base,
         "points": points,
     }
     atomic_write_json(out / "sweep.json", result)
@@ -169,15 +244,43 @@ def sweep_job(config: ExperimentConfig, *, ratios: Sequence[float] = (), criteri
     return SweepOutcome(out_dir=out, result=result, plot=plot, seconds=time.perf_counter() - t0)
 
 
-def format_sweep(result: dict[str, Any]) -> str:
-    """The sweep as a plain-text table (one row per setting, base first)."""
+def _verdict(p: Mapping[str, Any]) -> str:
+    """What a point's latency shows, in words: faster / slower than base, or within whose spread."""
+    if "base" in p["same_architecture_as"]:
+        return "same architecture as base (one timing)"
+    parts = [] if p["within_spread_of_base"] else ["faster than base" if p["speedup"] > 1 else "slower than base"]
+    peers = ["base"] * p["within_spread_of_base"] + p["within_spread_of"]
+    if peers:
+        parts.append("within the measured spread of " + ", ".join(peers))
+    if p["same_architecture_as"]:
+        parts.append("same architecture (one timing) as " + ", ".join(p["same_architecture_as"]))
+    return "; ".join(parts)
+
+
+def format_sweep(result: Mapping[str, Any]) -> str:
+    """The sweep as a plain-text table (one row per setting, base first), with the latency spread.
+
+    ``arch`` is the start of the architecture key: rows sharing it share one timing. ``±`` is half
+    the interquartile range of the per-round minima (% of the median); the speed-up interval comes
+    from the quartiles, and the last column says whether a difference exceeds that spread.
+    """
     b = result["base"]
-    rows = [f"{'setting':<26}{'MACs':>12}{'ORT ms':>9}{'speed-up':>9}{'bal.acc':>9}{'worst sens':>12}  worst class",
-            f"{'base':<26}{b['macs'] or 0:>12,}{b['ort_ms']:>9.2f}{1.0:>9.2f}{b['balanced_accuracy']:>9.3f}"
-            f"{b['worst_class_sensitivity']:>12.3f}  {b['worst_class']}"]
+    lat = result["latency"]
+    rows = [f"{'setting':<16}{'arch':>8}{'MACs':>12}{'ORT ms':>9}{'±':>6}{'speed-up':>9}{'interval':>13}"
+            f"{'bal.acc':>9}{'worst sens':>12}  {'worst class':<12}latency",
+            f"{'base':<16}{b['architecture'][:6]:>8}{b['macs'] or 0:>12,}{b['ort_ms']:>9.2f}"
+            f"{b['ort_spread_pct']:>5.0f}%{1.0:>9.2f}{'':>13}{b['balanced_accuracy']:>9.3f}"
+            f"{b['worst_class_sensitivity']:>12.3f}  {b['worst_class']:<12}"]
     for p in result["points"]:
-        setting = f"{p['criterion']} r={p['ratio']:.2f}"
-        rows.append(f"{setting:<26}{p['macs']:>12,}{p['ort_ms']:>9.2f}"
-                    f"{p['speedup']:>9.2f}{p['balanced_accuracy']:>9.3f}{p['worst_class_sensitivity']:>12.3f}"
-                    f"  {p['worst_class']}")
+        lo, hi = p["speedup_interval"]
+        rows.append(f"{_label(p):<16}{p['architecture'][:6]:>8}{p['macs']:>12,}{p['ort_ms']:>9.2f}"
+                    f"{p['ort_spread_pct']:>5.0f}%{p['speedup']:>9.2f}{f'{lo:.2f}–{hi:.2f}':>13}"
+                    f"{p['balanced_accuracy']:>9.3f}{p['worst_class_sensitivity']:>12.3f}  {p['worst_class']:<12}"
+                    f"{_verdict(p)}")
+    n = result["distinct_architectures"]
+    rows.append(f"{n} distinct architecture{'s' if n != 1 else ''} among base and {len(result['points'])} "
+                f"setting(s), each timed once on {lat['runtime']} ({result['threads']} thread(s), batch "
+                f"{result['batch']}, interleaved, {lat['rounds']} rounds × {lat['per_round']} calls). "
+                "± is half the interquartile range of the per-round minima; a speed-up interval that "
+                "includes 1.00 is within the measured spread.")
     return "\n".join(rows)

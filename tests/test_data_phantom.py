@@ -110,9 +110,10 @@ def test_lesion_stays_in_the_same_breast_across_views(tmp_path: Path) -> None:
 
 
 def test_default_phantom_is_fast(tmp_path: Path) -> None:
-    start = time.perf_counter()
+    # CPU time of this process (~0.25 s), not wall time: other processes on the machine cannot fail it
+    start = time.process_time()
     make_thermography_phantom(tmp_path, patients=40, views=3, size=(60, 80), seed=0)
-    assert time.perf_counter() - start < 2.0
+    assert time.process_time() - start < 2.0
 
 
 def test_registry(tmp_path: Path) -> None:

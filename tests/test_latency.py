@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import math
 import sys
-import time
 import types
 
 import numpy as np
@@ -17,16 +16,19 @@ from torch import nn
 from medprune.compress.export import ExportResult, export_onnx
 from medprune.compress.latency import (
     LatencyStats,
+    architecture_key,
     bench_file,
     bench_model,
     count_macs,
     count_params,
+    differs,
     format_bench,
     interleaved_latency,
     measure_ort_latency,
     measure_torch_latency,
     ort_runner,
     ort_session,
+    speedup_interval,
     torch_runner,
 )
 from medprune.errors import ExportError, MedpruneError
@@ -130,11 +132,75 @@ def test_export_rejects_several_inputs(tmp_path) -> None:
 
 def test_latency_stats_closed_form() -> None:
     stats = LatencyStats.from_samples([float(v) for v in range(1, 11)])
-    assert (stats.median_ms, stats.mean_ms, stats.min_ms, stats.n) == (5.5, 5.5, 1.0, 10)
+    assert (stats.median_ms, stats.mean_ms, stats.min_ms, stats.max_ms, stats.n) == (5.5, 5.5, 1.0, 10.0, 10)
     assert stats.p10_ms == pytest.approx(1.9) and stats.p90_ms == pytest.approx(9.1)
-    assert stats.to_dict()["median_ms"] == 5.5
+    assert (stats.q1_ms, stats.q3_ms) == (3.25, 7.75)  # linear interpolation, numpy's default
+    assert stats.spread_pct == pytest.approx(50 * 4.5 / 5.5)  # ± half the IQR, % of the median
+    d = stats.to_dict()
+    assert {"median_ms", "mean_ms", "min_ms", "p10_ms", "p90_ms", "n"} <= set(d)  # the keys readers knew
+    assert d["median_ms"] == 5.5 and d["q1_ms"] == 3.25 and d["spread_pct"] == pytest.approx(stats.spread_pct)
+    assert LatencyStats.from_dict(d) == stats
+    assert LatencyStats.from_samples([4.0]).spread_pct == 0.0
     with pytest.raises(ValueError, match="no samples"):
         LatencyStats.from_samples([])
+    old = {k: d[k] for k in ("median_ms", "mean_ms", "min_ms", "p10_ms", "p90_ms", "n")}
+    with pytest.raises(ValueError, match="lacks q1_ms, q3_ms, max_ms; .*without the measured spread"):
+        LatencyStats.from_dict(old)
+
+
+def test_speedup_interval_and_differs_closed_form() -> None:
+    base = LatencyStats.from_samples([9.0, 10.0, 11.0])  # IQR 9.5–10.5
+    fast = LatencyStats.from_samples([4.0, 5.0, 6.0])  # IQR 4.5–5.5
+    near = LatencyStats.from_samples([8.0, 10.0, 12.0])  # IQR 9–11
+    touching = LatencyStats.from_samples([10.5, 11.0, 11.5])  # IQR 10.75–11.25
+    assert speedup_interval(base, fast) == pytest.approx((9.5 / 5.5, 10.5 / 4.5))
+    lo, hi = speedup_interval(base, near)
+    assert lo < 1.0 < hi and (lo, hi) == pytest.approx((9.5 / 11, 10.5 / 9))
+    assert differs(base, fast) and differs(fast, base)
+    assert not differs(base, near) and not differs(near, base) and not differs(base, base)
+    assert differs(base, touching)  # 10.5 < 10.75: disjoint
+    # IQRs 1.5–2.5 and 2.5–3.5 touch: that counts as overlapping
+    assert not differs(LatencyStats.from_samples([1.0, 2.0, 3.0]), LatencyStats.from_samples([2.0, 3.0, 4.0]))
+    # the interval includes 1.0 exactly when the two do not differ
+    for a, b in [(base, fast), (base, near), (fast, near), (base, touching)]:
+        lo, hi = speedup_interval(a, b)
+        assert (lo <= 1.0 <= hi) == (not differs(a, b))
+
+
+def test_architecture_key_ignores_weights_and_sees_structure() -> None:
+    torch.manual_seed(0)
+    a = create_model("small_cnn", num_classes=2, in_chans=1, width=0.25)
+    torch.manual_seed(1)
+    b = create_model("small_cnn", num_classes=2, in_chans=1, width=0.25)
+    key = architecture_key(a)
+    assert len(key) == 12 and int(key, 16) >= 0
+    assert architecture_key(b) == key  # other weights, same architecture
+    with torch.no_grad():
+        b.features[1][0][0].weight[:4].zero_()  # zeroed filters (soft pruning) run just as fast
+    assert architecture_key(b) == key
+    assert architecture_key(create_model("small_cnn", num_classes=3, in_chans=1, width=0.25)) != key
+    assert architecture_key(create_model("small_cnn", num_classes=2, in_chans=1, width=0.5)) != key
+    assert architecture_key(a.half()) != key
+    # same layer widths, another kernel size or stride: another architecture
+    assert architecture_key(nn.Conv2d(3, 8, 3)) == architecture_key(nn.Conv2d(3, 8, 3))
+    assert architecture_key(nn.Conv2d(3, 8, 3)) != architecture_key(nn.Conv2d(3, 8, 5))
+    assert architecture_key(nn.Conv2d(3, 8, 3)) != architecture_key(nn.Conv2d(3, 8, 3, stride=2))
+    assert architecture_key(_net()) != architecture_key(nn.Sequential(*list(_net())[:-1], nn.Linear(8, 4)))
+
+
+def test_architecture_key_same_for_l1_and_l2_at_one_per_layer_ratio() -> None:
+    from medprune.compress import prune_model
+
+    x = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    keys = {}
+    for crit, ratio in [("l1", 0.5), ("l2", 0.5), ("l1", 0.25)]:
+        torch.manual_seed(0)
+        model = create_model("small_cnn", num_classes=2, in_chans=1, width=0.5)
+        base_key = architecture_key(model)
+        prune_model(model, x, criterion=crit, ratio=ratio)
+        keys[crit, ratio] = architecture_key(model)
+    assert keys["l1", 0.5] == keys["l2", 0.5]  # per-layer widths depend on the ratio, not the criterion
+    assert len({base_key, keys["l1", 0.5], keys["l1", 0.25]}) == 3
 
 
 def test_measure_torch_latency_restores_mode_and_threads() -> None:
@@ -142,7 +208,7 @@ def test_measure_torch_latency_restores_mode_and_threads() -> None:
     threads = torch.get_num_threads()
     stats = measure_torch_latency(model, INPUT, batch=2, threads=1, warmup=1, repeats=5)
     assert stats.n == 5 and math.isfinite(stats.median_ms) and stats.median_ms > 0
-    assert stats.min_ms <= stats.p10_ms <= stats.median_ms <= stats.p90_ms
+    assert stats.min_ms <= stats.p10_ms <= stats.q1_ms <= stats.median_ms <= stats.q3_ms <= stats.p90_ms <= stats.max_ms
     assert model.training and torch.get_num_threads() == threads
     assert all(not bn.num_batches_tracked for bn in model.modules() if isinstance(bn, nn.BatchNorm2d))
 
@@ -157,22 +223,44 @@ def test_measure_ort_latency_from_path_and_session(tmp_path) -> None:
         measure_ort_latency(ort_session(path, 1), INPUT, threads=2)
 
 
-def test_interleaved_latency_orders_by_work() -> None:
-    calls = {"fast": 0, "slow": 0}
+class _FakeClock:
+    """Seconds that pass only when a fake candidate 'runs': exact, and blind to the machine's load."""
 
-    def work(name: str, seconds: float):
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.reads = 0
+
+    def __call__(self) -> float:
+        self.reads += 1
+        return self.now
+
+
+def test_interleaved_latency_bookkeeping_with_a_fake_clock() -> None:
+    clock = _FakeClock()
+    order: list[str] = []
+    # per call (ms): one warm-up call (never timed), then rounds × per_round timed calls
+    durations = {"slow": iter([100.0, 7.0, 6.0, 9.0, 8.0, 6.5, 12.0]),
+                 "fast": iter([50.0, 2.0, 3.0, 2.5, 2.0, 4.0, 3.0])}
+
+    def work(name: str):
         def run() -> None:
-            calls[name] += 1
-            time.sleep(seconds)
+            order.append(name)
+            clock.now += next(durations[name]) / 1e3
         return run
 
-    stats = interleaved_latency({"slow": work("slow", 0.006), "fast": work("fast", 0.002)},
-                                rounds=3, warmup=1, per_round=2)
+    stats = interleaved_latency({"slow": work("slow"), "fast": work("fast")},
+                                rounds=3, warmup=1, per_round=2, clock=clock)
     assert list(stats) == ["slow", "fast"]
-    assert calls == {"slow": 1 + 3 * 2, "fast": 1 + 3 * 2}
-    assert stats["slow"].n == stats["fast"].n == 3
-    assert stats["fast"].median_ms >= 2.0 and stats["slow"].median_ms >= 6.0
-    assert stats["slow"].median_ms > 2.0 * stats["fast"].median_ms
+    # warm-up, then round-robin whose start rotates every round
+    assert order == ["slow", "fast"] + ["slow"] * 2 + ["fast"] * 2 + ["fast"] * 2 + ["slow"] * 2 \
+        + ["slow"] * 2 + ["fast"] * 2
+    assert clock.reads == 2 * 3 * 2 * 2  # warm-up calls are not timed
+    slow, fast = stats["slow"], stats["fast"]  # per-round minima: slow 6, 8, 6.5; fast 2, 2, 3
+    assert slow.n == fast.n == 3
+    assert (slow.min_ms, slow.median_ms, slow.max_ms) == pytest.approx((6.0, 6.5, 8.0))
+    assert (slow.q1_ms, slow.q3_ms, slow.mean_ms) == pytest.approx((6.25, 7.25, 20.5 / 3))
+    assert (fast.min_ms, fast.median_ms, fast.max_ms, fast.q1_ms, fast.q3_ms) == pytest.approx((2, 2, 3, 2, 2.5))
+    assert differs(slow, fast) and speedup_interval(slow, fast) == pytest.approx((6.25 / 2.5, 7.25 / 2.0))
     with pytest.raises(ValueError, match="rounds must be a positive integer"):
         interleaved_latency({"x": lambda: None}, rounds=0)
 
@@ -183,7 +271,7 @@ def test_runners_run_torch_and_ort(tmp_path) -> None:
     path = export_onnx(model, x, tmp_path / "m.onnx").path
     stats = interleaved_latency({"torch": torch_runner(model, x), "ort": ort_runner(path, x, threads=1)},
                                 rounds=2, warmup=1, per_round=1)
-    assert all(s.median_ms > 0 for s in stats.values())
+    assert all(s.median_ms > 0 and s.n == 2 and s.q1_ms <= s.median_ms <= s.q3_ms for s in stats.values())
     assert not model.training  # a runner measures the deployed (eval) model
 
 
@@ -214,8 +302,14 @@ def test_bench_model_keys_and_numbers(tmp_path) -> None:
     assert result["versions"]["torch"] == torch.__version__ and result["versions"]["onnxruntime"] == ort.__version__
     assert result["machine"]["cpu_count"] >= 1
     assert model.training
+    assert all(s["q1_ms"] <= s["median_ms"] <= s["q3_ms"] and s["spread_pct"] >= 0
+               for s in result["latency_ms"].values())
     table = format_bench(result)
     assert f"{result['params']:,}" in table and "PyTorch eager" in table and "ONNX Runtime" in table
+    spread = result["latency_ms"]["onnxruntime"]["spread_pct"]
+    assert f"{spread:>6.1f}%" in table.splitlines()[[i for i, line in enumerate(table.splitlines())
+                                                      if "ONNX Runtime" in line][-1]]
+    assert "interquartile range" in result["method"]
 
 
 def test_bench_model_temporary_export_is_removed(tmp_path, monkeypatch) -> None:

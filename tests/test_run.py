@@ -70,9 +70,11 @@ def test_run_writes_every_stage(finished):
 
 def test_rerun_reuses_every_stage_and_a_lost_output_is_redone(finished):
     root, path, data, outcome = finished
+    outputs = ("checkpoints/best.pt", "compressed/model.pt", "export/model.onnx", "bench.json")
+    stamps = {name: (outcome.run_dir / name).stat().st_mtime_ns for name in outputs}
     again = run_job(config_from_dict(data, str(path)))
     assert {s["status"] for s in again.stages.values()} == {"reused", "not_applicable"}
-    assert again.seconds < 5
+    assert {name: (outcome.run_dir / name).stat().st_mtime_ns for name in outputs} == stamps  # nothing redone
     # A run killed during export: its output is missing; train and prune are reused, the rest redone.
     (outcome.run_dir / "export" / "model.onnx").unlink()
     third = run_job(config_from_dict(data, str(path)))
@@ -140,8 +142,10 @@ def test_sweep_draws_the_frontier_from_one_trained_model(finished):
     assert all(p["ort_ms"] > 0 and 0 <= p["worst_class_sensitivity"] <= 1 for p in points)
     assert sweep.plot.is_file() and sweep.plot.stat().st_size > 10_000
     assert json.loads((sweep.out_dir / "sweep.json").read_text())["points"][0]["criterion"] == "l1"
+    pruned = [sweep.out_dir.parent / p["dir"] / name for p in points for name in ("model.pt", "prune_summary.json")]
+    stamps = [f.stat().st_mtime_ns for f in pruned]
     again = sweep_job(config_from_dict(data, str(path)), ratios=[0.25, 0.6])
-    assert again.seconds < sweep.seconds  # finished settings were reused
+    assert [f.stat().st_mtime_ns for f in pruned] == stamps  # finished settings were reused, not pruned again
     assert [p["macs"] for p in again.result["points"]] == [p["macs"] for p in points]
     # The sweep kept what medprune run recorded: a later run reuses every stage.
     after = run_job(config_from_dict(data, str(path)))

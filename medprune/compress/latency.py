@@ -4,7 +4,7 @@ Latency is not MACs (DESIGN.md §4 item 7): a pruned model can lose 11× its MAC
 3–6× faster. And single timings on a shared CPU drift by ±30 % from one minute to the next, so two
 models must be compared **in one process, interleaved**: :func:`interleaved_latency` runs every
 candidate round-robin, keeps each round's fastest call (the one least disturbed by the rest of the
-machine) and reports the median over rounds::
+machine) and reports the median over rounds, with the spread of those per-round minima::
 
     stats = interleaved_latency({
         "base": torch_runner(base, x),
@@ -12,6 +12,12 @@ machine) and reports the median over rounds::
         "pruned (ORT)": ort_runner("runs/x/export/model.onnx", x),
     })
     stats["base"].median_ms / stats["pruned"].median_ms      # measured speed-up
+    speedup_interval(stats["base"], stats["pruned"])          # (lo, hi) from the quartiles
+    differs(stats["base"], stats["pruned"])                   # False: within the measured spread
+
+A speed-up whose interval includes 1.0 is noise, not a result: report it as "within the measured
+spread". Models with the same :func:`architecture_key` run the same dense kernels, so time each
+architecture once and give every model of it that timing rather than letting drift tell them apart.
 
 :func:`bench_model` gathers everything the report needs for one model (parameters, MACs, file
 size, PyTorch and ONNX Runtime latency measured interleaved, versions, machine) into a JSON-ready
@@ -22,15 +28,17 @@ machine is not comparable; the dict records both so a reader can tell.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import json
 import logging
 import math
 import os
 import platform
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +54,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LatencyStats",
+    "METHOD",
+    "speedup_interval",
+    "differs",
+    "architecture_key",
+    "torch_threads",
     "count_params",
     "count_macs",
     "ort_session",
@@ -66,7 +79,13 @@ InputSize = tuple[int, int, int]
 
 @dataclass(frozen=True)
 class LatencyStats:
-    """Summary of latency samples in milliseconds (one sample per call, or per round's minimum)."""
+    """Summary of latency samples in milliseconds (one sample per call, or per round's minimum).
+
+    ``q1_ms``–``q3_ms`` (the interquartile range) is the *measured spread*: :func:`speedup_interval`
+    and :func:`differs` use it to tell a real difference from the machine's drift. It is robust to
+    one disturbed round, unlike ``min_ms``–``max_ms``, which are kept too. ``spread_pct`` is half
+    the interquartile range relative to the median, shown as "± x %".
+    """
 
     median_ms: float
     mean_ms: float
@@ -74,19 +93,97 @@ class LatencyStats:
     p10_ms: float
     p90_ms: float
     n: int
+    q1_ms: float
+    q3_ms: float
+    max_ms: float
 
     @classmethod
-    def from_samples(cls, samples_ms: list[float]) -> LatencyStats:
-        """Statistics of ``samples_ms`` (at least one sample)."""
-        if not samples_ms:
+    def from_samples(cls, samples_ms: Sequence[float]) -> LatencyStats:
+        """Statistics of ``samples_ms`` (at least one sample; percentiles interpolate linearly)."""
+        if len(samples_ms) == 0:
             raise ValueError("LatencyStats.from_samples: no samples")
         a = np.asarray(samples_ms, dtype=np.float64)
-        p10, p90 = np.percentile(a, [10, 90])
-        return cls(float(np.median(a)), float(a.mean()), float(a.min()), float(p10), float(p90), int(a.size))
+        p10, q1, q3, p90 = np.percentile(a, [10, 25, 75, 90])
+        return cls(median_ms=float(np.median(a)), mean_ms=float(a.mean()), min_ms=float(a.min()),
+                   p10_ms=float(p10), p90_ms=float(p90), n=int(a.size), q1_ms=float(q1), q3_ms=float(q3),
+                   max_ms=float(a.max()))
+
+    @property
+    def spread_pct(self) -> float:
+        """Half the interquartile range as a percentage of the median ("± x %")."""
+        return 50.0 * (self.q3_ms - self.q1_ms) / self.median_ms if self.median_ms > 0 else 0.0
 
     def to_dict(self) -> dict[str, float | int]:
-        """JSON-ready form."""
-        return asdict(self)
+        """JSON-ready form: every field plus ``spread_pct``."""
+        return {**asdict(self), "spread_pct": self.spread_pct}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LatencyStats:
+        """The inverse of :meth:`to_dict` (``spread_pct`` is recomputed, not read).
+
+        Raises:
+            ValueError: naming the missing keys, e.g. for a record written before the spread was
+                measured (no ``q1_ms``/``q3_ms``): measure again rather than assume no spread.
+        """
+        names = [f.name for f in fields(cls)]
+        missing = [n for n in names if n not in data]
+        if missing:
+            raise ValueError(f"latency record lacks {', '.join(missing)}; it was written by an older medprune "
+                             "without the measured spread: measure again")
+        return cls(**{n: int(data[n]) if n == "n" else float(data[n]) for n in names})
+
+
+def speedup_interval(base: LatencyStats, other: LatencyStats) -> tuple[float, float]:
+    """The range of ``base / other`` speed-ups the two measured spreads allow: ``(lo, hi)``.
+
+    ``lo = base.q1_ms / other.q3_ms`` and ``hi = base.q3_ms / other.q1_ms``. The point estimate
+    ``base.median_ms / other.median_ms`` lies inside. An interval that includes 1.0 means the
+    two are not told apart by this measurement (equivalently, ``not differs(base, other)``).
+
+    Example::
+
+        >>> a = LatencyStats.from_samples([9.0, 10.0, 11.0])      # q1 9.5, q3 10.5
+        >>> b = LatencyStats.from_samples([4.0, 5.0, 6.0])        # q1 4.5, q3 5.5
+        >>> tuple(round(v, 3) for v in speedup_interval(a, b))
+        (1.727, 2.333)
+    """
+    return base.q1_ms / max(other.q3_ms, 1e-12), base.q3_ms / max(other.q1_ms, 1e-12)
+
+
+def differs(a: LatencyStats, b: LatencyStats) -> bool:
+    """Whether two timings differ beyond their measured spreads (their interquartile ranges are disjoint).
+
+    Meant for candidates timed in the same :func:`interleaved_latency` call; timings from
+    different runs or machines are not comparable at all. Touching ranges count as overlapping.
+    """
+    return a.q3_ms < b.q1_ms or b.q3_ms < a.q1_ms
+
+
+def architecture_key(model: nn.Module) -> str:
+    """A 12-hex-digit digest of ``model``'s architecture, blind to the weight values.
+
+    Two models with the same key run the same dense kernels at the same sizes, so their latency
+    differs only by measurement noise (e.g. L1 and L2 pruning at the same per-layer ratio keep the
+    same widths). The digest covers, for every submodule: its qualified name, class and
+    ``extra_repr()`` (kernel sizes, strides, widths, ...), the shapes and dtypes of its own
+    parameters and buffers; plus the registry ``name``, ``kwargs`` and ``transforms`` of
+    ``model.medprune_spec`` when the model has one (arguments that change ``forward`` without
+    changing a layer). It is computed from the PyTorch model rather than the exported ONNX graph,
+    so it is known before any export. Values are never read: a model whose filters were zeroed in
+    place (soft pruning) keeps its base's key, as it keeps its base's latency. A layer whose
+    ``extra_repr`` prints learned values (e.g. quantization scales) makes the key conservative:
+    equal architectures may then get different keys, never the reverse.
+    """
+    layers = []
+    for name, module in model.named_modules():
+        tensors = [(n, list(t.shape), str(t.dtype))
+                   for n, t in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
+                   if t is not None]
+        layers.append([name, f"{type(module).__module__}.{type(module).__qualname__}", module.extra_repr(), tensors])
+    spec = getattr(model, "medprune_spec", None)
+    registry = {k: spec.get(k) for k in ("name", "kwargs", "transforms")} if isinstance(spec, dict) else None
+    text = json.dumps({"spec": registry, "layers": layers}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
 def count_params(model: nn.Module) -> int:
@@ -106,8 +203,12 @@ def _check_counts(where: str, **counts: int) -> None:
 
 
 @contextlib.contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
-    """Run with ``torch.set_num_threads(threads)`` and restore the previous count afterwards."""
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run with ``torch.set_num_threads(threads)`` and restore the previous count afterwards.
+
+    ``None`` leaves the count alone. Time PyTorch and ONNX Runtime with the same count (see
+    :func:`ort_session`) so that neither gets more cores than the other.
+    """
     if threads is None:
         yield
         return
@@ -118,6 +219,10 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+#: Old private name, still imported by ``medprune.run``; use :func:`torch_threads`.
+_torch_threads = torch_threads
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -201,10 +306,10 @@ def _session(session_or_path: Any, threads: int | None) -> onnxruntime.Inference
     return session_or_path
 
 
-def _time_ms(fn: Callable[[], None]) -> float:
-    start = time.perf_counter()
+def _time_ms(fn: Callable[[], None], clock: Callable[[], float] = time.perf_counter) -> float:
+    start = clock()
     fn()
-    return (time.perf_counter() - start) * 1e3
+    return (clock() - start) * 1e3
 
 
 def interleaved_latency(
@@ -213,6 +318,7 @@ def interleaved_latency(
     rounds: int = 7,
     warmup: int = 2,
     per_round: int = 5,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, LatencyStats]:
     """Latency of each zero-argument callable, measured round-robin (DESIGN.md §4 item 7).
 
@@ -221,9 +327,13 @@ def interleaved_latency(
     the start of the round-robin rotates each round so no candidate always follows the same one.
     Slow drifts of the machine (other processes, clock scaling) then hit all candidates alike.
 
+    ``clock`` returns seconds (``time.perf_counter``); tests inject a fake one to check the
+    bookkeeping with exact durations.
+
     Returns:
         Candidate name → :class:`LatencyStats` over the per-round minima (``median_ms`` is the
-        number to compare; ``n == rounds``), in the order of ``candidates``.
+        number to compare, ``q1_ms``–``q3_ms`` its measured spread; ``n == rounds``), in the order
+        of ``candidates``.
     """
     _check_counts("interleaved_latency", rounds=rounds, per_round=per_round)
     if warmup < 0:
@@ -239,7 +349,7 @@ def interleaved_latency(
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
             fn = candidates[name]
-            minima[name].append(min(_time_ms(fn) for _ in range(per_round)))
+            minima[name].append(min(_time_ms(fn, clock) for _ in range(per_round)))
     return {name: LatencyStats.from_samples(minima[name]) for name in names}
 
 
@@ -270,7 +380,7 @@ def measure_torch_latency(
     was_training = model.training
     x = _example(tuple(input_size), batch, _model_device(model))
     try:
-        with _torch_threads(threads):
+        with torch_threads(threads):
             return _sequential_latency(torch_runner(model, x), warmup, repeats)
     finally:
         model.train(was_training)
@@ -319,7 +429,9 @@ def _versions() -> dict[str, str]:
     return {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__}
 
 
-_METHOD = "median of per-round minima, candidates interleaved round-robin in one process"
+#: How :func:`interleaved_latency` results are summarised, as recorded in bench and sweep results.
+METHOD = ("median of per-round minima (± half their interquartile range), "
+           "candidates interleaved round-robin in one process")
 
 
 def bench_model(
@@ -368,7 +480,7 @@ def bench_model(
         if onnx_dir is not None:
             result["onnx_path"] = str(exported.path)
         try:
-            with _torch_threads(threads):
+            with torch_threads(threads):
                 stats = interleaved_latency(
                     {"torch": torch_runner(model, x), "onnxruntime": ort_runner(exported.path, x, threads)},
                     rounds=rounds, warmup=warmup, per_round=per_round)
@@ -389,7 +501,7 @@ def _context(input_size: tuple[int, ...], batch: int, threads: int, stats: dict[
         "input_size": list(input_size),
         "batch": batch,
         "threads": threads,
-        "method": f"{_METHOD}; {rounds} rounds × {per_round} calls",
+        "method": f"{METHOD}; {rounds} rounds × {per_round} calls",
         "versions": _versions(),
         "machine": _machine(),
     }
@@ -468,8 +580,10 @@ def bench_file(
 
 def _ms(stats: Mapping[str, Any] | None) -> str:
     if not stats:
-        return f"{'–':>8} {'–':>8} {'–':>8} {'–':>8}"
-    return " ".join(f"{stats[k]:>8.2f}" for k in ("median_ms", "p10_ms", "p90_ms", "min_ms"))
+        return f"{'–':>8} {'–':>8} {'–':>8} {'–':>8} {'–':>7}"
+    spread = stats.get("spread_pct")  # absent from results written before the spread was recorded
+    return (" ".join(f"{stats[k]:>8.2f}" for k in ("median_ms", "p10_ms", "p90_ms", "min_ms"))
+            + (f" {spread:>6.1f}%" if spread is not None else f" {'–':>7}"))
 
 
 def format_bench(result: Mapping[str, Any]) -> str:
@@ -488,7 +602,7 @@ def format_bench(result: Mapping[str, Any]) -> str:
                      + (f" (max |diff| vs PyTorch {diff:.2g})" if diff is not None else ""))
     lines += [
         f"{'input':<16} batch {result['batch']} × {size}, {result['threads']} thread(s)",
-        f"{'latency (ms)':<16} {'median':>8} {'p10':>8} {'p90':>8} {'min':>8}",
+        f"{'latency (ms)':<16} {'median':>8} {'p10':>8} {'p90':>8} {'min':>8} {'±':>7}",
     ]
     labels = {"torch": "PyTorch eager", "onnxruntime": "ONNX Runtime"}
     for name, stats in result["latency_ms"].items():

@@ -4,6 +4,11 @@
 worst-class sensitivity (dashed) against MACs (left) and measured ONNX Runtime latency (right),
 with the unpruned model as a star. A clinical reviewer reads the dashed line: the compression
 worth shipping is the cheapest point before it falls.
+
+On the latency axis every point carries its measured spread as a horizontal error bar (the
+interquartile range of the per-round minima), the unpruned model's spread is a shaded band, and a
+point whose speed-up is within the measured spread of the unpruned model is marked "≈": its latency
+difference is not a measured result.
 """
 
 from __future__ import annotations
@@ -33,7 +38,9 @@ def plot_frontier(sweep: Mapping[str, Any], path: str | os.PathLike[str], title:
     """Balanced accuracy and worst-class sensitivity vs MACs and vs latency, one colour per criterion.
 
     ``sweep`` has the ``sweep.json`` layout: ``base`` and ``points`` with ``criterion``, ``macs``,
-    ``ort_ms``, ``balanced_accuracy``, ``worst_class_sensitivity``. Returns the written path.
+    ``ort_ms``, ``balanced_accuracy``, ``worst_class_sensitivity``; the latency axis also draws
+    ``ort_iqr_ms`` (error bars, the base's as a band), ``within_spread_of_base`` ("≈") and
+    ``distinct_architectures`` when present. Returns the written path.
 
     Raises:
         DataError: if there are no points.
@@ -43,28 +50,44 @@ def plot_frontier(sweep: Mapping[str, Any], path: str | os.PathLike[str], title:
         raise DataError("plot_frontier: the sweep has no points")
     base = sweep.get("base") or {}
     axes_spec = [("macs", "MACs (millions)", 1e-6), ("ort_ms", "ONNX Runtime CPU latency (ms)", 1.0)]
-    fig = Figure(figsize=(11, 4.4))
+    fig = Figure(figsize=(11, 4.6))
     criteria = list(dict.fromkeys(p["criterion"] for p in points))
     for i, (key, label, scale) in enumerate(axes_spec):
         ax = fig.add_subplot(1, 2, i + 1)
+        spread_axis = key == "ort_ms"
+        has_spread = marked_within = False
         for j, crit in enumerate(criteria):
             colour = _COLOURS[j % len(_COLOURS)]
             mine = sorted((p for p in points if p["criterion"] == crit and _finite(p.get(key))), key=lambda p: p[key])
             if not mine:
                 continue
             xs = [p[key] * scale for p in mine]
-            ax.plot(xs, [p["balanced_accuracy"] for p in mine], "-o", color=colour, label=f"{crit}: balanced acc.")
-            ax.plot(xs, [p["worst_class_sensitivity"] for p in mine], "--s", color=colour, mfc="white",
-                    label=f"{crit}: worst-class sens.")
+            xerr = _xerr(mine, key, scale) if spread_axis else None
+            has_spread |= xerr is not None
+            for field, fmt, mfc, what in [("balanced_accuracy", "-o", None, "balanced acc."),
+                                          ("worst_class_sensitivity", "--s", "white", "worst-class sens.")]:
+                ys = [p[field] for p in mine]
+                if xerr is None:
+                    ax.plot(xs, ys, fmt, color=colour, mfc=mfc, label=f"{crit}: {what}")
+                else:
+                    ax.errorbar(xs, ys, xerr=xerr, fmt=fmt, color=colour, mfc=mfc, capsize=3, elinewidth=0.8,
+                                label=f"{crit}: {what}")
             for p, x in zip(mine, xs):
-                ax.annotate(f"{p['ratio']:.2f}", (x, p["balanced_accuracy"]), textcoords="offset points",
-                            xytext=(0, 6), ha="center", fontsize=7, color=colour)
+                within = spread_axis and bool(p.get("within_spread_of_base"))
+                marked_within |= within
+                ax.annotate(f"{p['ratio']:.2f}" + (" ≈" if within else ""), (x, p["balanced_accuracy"]),
+                            textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7, color=colour)
         if _finite(base.get(key)):
             bx = base[key] * scale
+            iqr = base.get("ort_iqr_ms") if spread_axis else None
+            if iqr is not None and all(_finite(v) for v in iqr):
+                ax.axvspan(iqr[0] * scale, iqr[1] * scale, color=_BASE_COLOUR, alpha=0.12, lw=0)
             ax.plot([bx], [base["balanced_accuracy"]], "*", ms=14, color=_BASE_COLOUR, label="unpruned: balanced acc.")
             ax.plot([bx], [base["worst_class_sensitivity"]], "*", ms=14, mfc="white", color=_BASE_COLOUR,
                     label="unpruned: worst-class sens.")
-        ax.set_xlabel(label)
+        if spread_axis:
+            label = _latency_label(sweep.get("distinct_architectures"), has_spread, marked_within)
+        ax.set_xlabel(label, fontsize=8 if "\n" in label else None)
         ax.set_ylabel("score (test split)")
         ax.set_ylim(-0.02, 1.05)
         ax.grid(alpha=0.3)
@@ -73,3 +96,26 @@ def plot_frontier(sweep: Mapping[str, Any], path: str | os.PathLike[str], title:
     fig.suptitle(title or "Accuracy vs cost (numbers above points: pruning ratio)")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _latency_label(n_arch: Any, has_spread: bool, marked_within: bool) -> str:
+    """The latency axis label, saying what the error bars, the band and "≈" mean when drawn."""
+    label = "ONNX Runtime CPU latency (ms)"
+    if isinstance(n_arch, int):
+        label = f"ONNX Runtime CPU latency (ms; {n_arch} distinct architecture{'s' if n_arch != 1 else ''}, " \
+                "each timed once)"
+    notes = []
+    if has_spread:
+        notes.append("bars: interquartile range of per-round minima (shaded: unpruned)")
+    if marked_within:
+        notes.append("≈: within the unpruned model's spread")
+    return label + ("\n" + "; ".join(notes) if notes else "")
+
+
+def _xerr(points: list[Mapping[str, Any]], key: str, scale: float) -> list[list[float]] | None:
+    """Asymmetric x error bars from each point's ``ort_iqr_ms`` (``None`` when a point lacks it)."""
+    if not all(isinstance(p.get("ort_iqr_ms"), (list, tuple)) for p in points):
+        return None  # a sweep.json written before the spread was recorded
+    low = [max(0.0, (p[key] - p["ort_iqr_ms"][0]) * scale) for p in points]
+    high = [max(0.0, (p["ort_iqr_ms"][1] - p[key]) * scale) for p in points]
+    return [low, high]
