@@ -177,3 +177,53 @@ def test_format_and_write_bad_samples(tmp_path: Path) -> None:
         "row": "8",
         "reason": "label 'cancer' is not one of the classes healthy, sick",
     }
+
+
+def _dicom_corpus(tmp_path: Path) -> Path:
+    """A PACS-like folder: pydicom's odd and broken test files, some renamed without a suffix."""
+    import shutil
+
+    import pydicom.data
+
+    source = Path(pydicom.data.DATA_ROOT) / "test_files"
+    copies = {
+        "IM000001": "MR_small.dcm",  # good, no suffix
+        "1.2.840.113619.2.55.3.1": "examples_palette.dcm",  # good, a UID "suffix"
+        "ls.dcm": "MR_small_jpeg_ls_lossless.dcm",  # good with the dicom extra
+        "bad_vr.dcm": "badVR.dcm",  # NumberOfFrames='1A'
+        "IM000002": "MR_truncated.dcm",
+        "plan.dcm": "rtplan.dcm",
+        "README": "dicomdirtests/TINY_ALPHA/README",
+        "DICOMDIR": "dicomdirtests/DICOMDIR",
+        "lossy12.dcm": "JPEG-lossy.dcm",
+    }
+    for name, original in copies.items():
+        shutil.copyfile(source / original, tmp_path / name)
+    rows = "".join(f"{name},healthy,P{i}\n" for i, name in enumerate(copies))
+    return _write(tmp_path / "m.csv", "path,label,patient_id\n" + rows)
+
+
+def test_check_samples_over_odd_dicom_lists_each_bad_file_without_raising(tmp_path: Path, capsys) -> None:
+    bad = check_samples(read_manifest(_dicom_corpus(tmp_path)), ["healthy"])
+    reasons = {b.path.name: b.reason for b in bad}
+    assert [b.row for b in bad] == [4, 5, 6, 7, 8, 9]
+    assert reasons["bad_vr.dcm"] == "invalid NumberOfFrames '1A' (pydicom: Invalid value for VR IS: '1A'.)"
+    assert reasons["IM000002"].startswith("truncated pixel data: 8130 bytes where")
+    assert reasons["plan.dcm"].startswith("not an image: RT Plan Storage")
+    assert reasons["README"].startswith("unsupported file type '(no suffix)' and not DICOM either")
+    assert reasons["DICOMDIR"].startswith("not an image: Media Storage Directory Storage")
+    assert reasons["lossy12.dcm"].startswith("cannot decode transfer syntax 'JPEG Extended (Process 2 and 4)'")
+    assert all("\n" not in r and "force=True" not in r for r in reasons.values())
+    assert capsys.readouterr().err == ""
+    lines = format_bad_samples(bad, tmp_path / "m.csv").splitlines()
+    assert len(lines) == 6 and lines[0].startswith("bad_vr.dcm (row 4): invalid NumberOfFrames '1A'")
+
+
+def test_check_samples_lets_a_medprune_bug_through(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import medprune.data.readers as readers
+
+    np.save(tmp_path / "a.npy", np.full((8, 8), 0.5))
+    manifest = _write(tmp_path / "m.csv", "path,label,patient_id\na.npy,x,P1\n")
+    monkeypatch.setattr(readers, "_float_rule", None)  # a bug, not a bad file: it must not become a BadSample
+    with pytest.raises(TypeError):
+        check_samples(read_manifest(manifest), ["x"])

@@ -243,9 +243,19 @@ def test_dicom_corrupt_bytes_name_file(tmp_path: Path) -> None:
     good = _dicom(tmp_path / "good.dcm", np.zeros((8, 8), np.uint16)).read_bytes()
     (tmp_path / "garbage.dcm").write_bytes(b"this is not a dicom file at all" * 10)
     (tmp_path / "truncated.dcm").write_bytes(good[: len(good) - 60])
-    for name in ("garbage.dcm", "truncated.dcm"):
-        with pytest.raises(DataError, match=rf"{name}: corrupt"):
-            read_sample(tmp_path / name)
+    with pytest.raises(DataError, match=r"garbage\.dcm: not a DICOM file: no 'DICM' marker at byte 128"):
+        read_sample(tmp_path / "garbage.dcm")
+    with pytest.raises(DataError, match=r"truncated\.dcm: truncated pixel data: 68 bytes where .* need 128$"):
+        read_sample(tmp_path / "truncated.dcm")
+
+
+def test_dicom_keeps_rescale_and_window_under_any_name(tmp_path: Path) -> None:
+    raw = np.arange(64, dtype=np.uint16).reshape(8, 8) * 2
+    named = _dicom(tmp_path / "a.dcm", raw, slope="2", intercept="-100")
+    (tmp_path / "IM000001").write_bytes(named.read_bytes())
+    options = ReaderOptions(dicom_window=(-100.0, 100.0))
+    np.testing.assert_array_equal(read_sample(tmp_path / "IM000001", options), read_sample(named, options))
+    assert read_sample(tmp_path / "IM000001", options)[-1, -1] == 1.0
 
 
 # ----------------------------------------------------------------------------- generic failures
@@ -258,8 +268,38 @@ def test_missing_zero_byte_and_unsupported(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"empty\.txt: zero-byte file"):
         read_sample(tmp_path / "empty.txt")
     (tmp_path / "scan.nii").write_bytes(b"x")
-    with pytest.raises(DataError, match=r"scan\.nii: unsupported file type '\.nii'; supported: \.png"):
+    with pytest.raises(DataError, match=r"scan\.nii: unsupported file type '\.nii' and not DICOM either \(.*\); "
+                                        r"supported: \.png, .*, \.dicom, or DICOM under any name$"):
         read_sample(tmp_path / "scan.nii")
+    with pytest.raises(DataError, match=r"nope: file not found"):
+        read_sample(tmp_path / "nope")
+
+
+def test_third_party_exception_becomes_a_one_line_refusal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    Image.fromarray(_gray8()).save(tmp_path / "big.png")
+    # Over twice MAX_IMAGE_PIXELS Pillow raises DecompressionBombError, which is not an OSError.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10)
+    with pytest.raises(SampleReadError) as info:
+        read_sample(tmp_path / "big.png")
+    assert info.value.reason == (
+        "PIL failed to read it (DecompressionBombError: Image size (100 pixels) exceeds limit of 20 pixels, "
+        "could be decompression bomb DOS attack.)"
+    )
+
+
+def test_a_bug_in_medprune_is_not_disguised_as_a_bad_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import medprune.data.readers as readers
+
+    np.save(tmp_path / "a.npy", np.full((8, 8), 0.5))
+    monkeypatch.setattr(readers, "_float_rule", None)  # medprune's own code now fails
+    with pytest.raises(TypeError, match="'NoneType' object is not callable"):
+        read_sample(tmp_path / "a.npy")
+
+
+def test_sample_read_error_reason_is_one_line() -> None:
+    exc = SampleReadError(Path("x.dcm"), "first line\n  second\tline ")
+    assert exc.reason == "first line second line"
+    assert str(exc) == "x.dcm: first line second line"
 
 
 @pytest.mark.parametrize(

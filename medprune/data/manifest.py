@@ -211,9 +211,13 @@ def check_samples(
 ) -> list[BadSample]:
     """Read every sample and return *all* bad rows (empty list = all good).
 
-    A row is bad when :func:`~medprune.data.readers.read_sample` fails (missing, zero-byte,
-    unreadable, corrupt, wrong shape, NaN/inf) or its label is not in ``classes``. Collecting
-    every problem at once spares the user one failed run per bad file. A tqdm progress bar is
+    A row is bad when :func:`~medprune.data.readers.read_sample` refuses it (missing, zero-byte,
+    unreadable, corrupt, not an image, an undecodable DICOM transfer syntax, wrong shape,
+    NaN/inf) or its label is not in ``classes``; the reason is one line. Collecting every problem
+    at once spares the user one failed run per bad file. The reader turns any exception a
+    third-party library raises on a file (pydicom, Pillow, numpy, codec plugins) into that file's
+    :class:`~medprune.data.readers.SampleReadError`, so one odd file cannot abort the check;
+    an exception of any other type is a bug in medprune and propagates. A tqdm progress bar is
     shown for more than 200 samples unless ``progress`` is false (``runtime.progress``).
     """
     from tqdm.auto import tqdm
@@ -232,7 +236,7 @@ def check_samples(
         except SampleReadError as exc:
             reasons.append(exc.reason)
         except DataError as exc:
-            reasons.append(str(exc))
+            reasons.append(" ".join(str(exc).split()))
         if reasons:
             bad.append(BadSample(path=sample.path, row=sample.row, reason="; ".join(reasons)))
     if bad:

@@ -1,6 +1,6 @@
 """Read one sample file into a float32 array in [0, 1].
 
-Supported formats (chosen by file suffix, case-insensitive):
+Supported formats (chosen by file suffix, case-insensitive; DICOM also by content):
 
 ``.png .jpg .jpeg .tif .tiff``
     Read with Pillow. 8-bit images are divided by 255, 16-bit images by 65535, 32-bit float
@@ -19,15 +19,29 @@ Supported formats (chosen by file suffix, case-insensitive):
     ``ReaderOptions.temperature_window`` (default 24–38 °C; YAML ``data.temperature_window``)
     onto [0, 1] and clipped, so the same temperature gives the same intensity in every image —
     unlike per-image min–max, which would erase the absolute warmth a lesion shows.
-``.dcm .dicom``
-    Read with pydicom. ``RescaleSlope``/``RescaleIntercept`` are applied first; values are then
-    mapped from ``ReaderOptions.dicom_window`` onto [0, 1] (clipped), or min–max normalised per
-    image when no window is set. ``MONOCHROME1`` images (where high values are dark) are
-    inverted after normalisation so bright always means high signal. Multi-frame files need
+``.dcm .dicom`` — and DICOM recognised by content under any other name or none
+    Read with pydicom 3 (see :mod:`medprune.data._dicom`). PACS exports rarely carry a suffix
+    (``IM000001``, ``1.2.840…``): a file whose suffix is not listed above is read as DICOM when it
+    starts with the 128-byte preamble and ``DICM``, or is a raw data set pydicom parses into real
+    DICOM tags; otherwise it is refused as an unsupported type that is not DICOM either.
+    ``RescaleSlope``/``RescaleIntercept`` are applied first; values are then mapped from
+    ``ReaderOptions.dicom_window`` onto [0, 1] (clipped), or min–max normalised per image when no
+    window is set. ``MONOCHROME1`` images (where high values are dark) are inverted after
+    normalisation so bright always means high signal. ``PALETTE COLOR`` images are mapped
+    through their palette (``pydicom.pixels.apply_color_lut``) to RGB divided by the lookup
+    table's bit depth (255 or 65535); RGB and the YBR forms pydicom converts to RGB (YBR_FULL,
+    YBR_FULL_422, JPEG 2000's YBR_ICT/YBR_RCT) are divided by ``2**BitsStored - 1``; any other
+    photometric interpretation is refused, never guessed. Multi-frame files need
     ``ReaderOptions.dicom_frame`` (YAML ``data.dicom_frame``); single-frame files ignore it.
+    Compressed transfer syntaxes need a decoder plugin: ``pip install 'medprune[dicom]'``
+    (pylibjpeg: JPEG, JPEG-LS, JPEG 2000, HTJ2K, RLE) or ``python-gdcm``; a refusal names the
+    transfer syntax and what would decode it. Files without pixel data (RT plans, structured
+    reports, DICOMDIR) are refused as "not an image".
 
 Every failure raises :class:`SampleReadError` (a :class:`~medprune.errors.DataError`) whose message
-names the file and the reason.
+names the file and a one-line reason. An exception raised inside a third-party library while
+reading (pydicom, Pillow, numpy, a codec plugin) becomes such a refusal too; only an exception
+raised by medprune's own code escapes, because that is a bug to report, not a bad file.
 """
 
 from __future__ import annotations
@@ -39,6 +53,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from medprune.data._dicom import DICOM_SUFFIXES, DicomRefusal, NotDicomError, gist, read_dicom
 from medprune.errors import ConfigError, DataError
 from medprune.registry import suggest
 
@@ -56,7 +71,8 @@ __all__ = [
 ]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
-SUPPORTED_SUFFIXES = IMAGE_SUFFIXES + (".npy", ".txt", ".dcm", ".dicom")
+SUPPORTED_SUFFIXES = IMAGE_SUFFIXES + (".npy", ".txt") + DICOM_SUFFIXES
+"""Suffixes chosen by name; files with any other name are read when their content is DICOM."""
 MIN_SIZE = 8
 """Smallest accepted height and width; anything smaller is almost certainly a broken file."""
 
@@ -100,9 +116,14 @@ def _check_window(window: object, key: str) -> tuple[float, float]:
 
 
 class SampleReadError(DataError):
-    """A sample file cannot be read; ``path`` and ``reason`` are kept for bad-sample reports."""
+    """A sample file cannot be read; ``path`` and ``reason`` are kept for bad-sample reports.
+
+    ``reason`` is always one line (whitespace, newlines included, is collapsed), so a bad-sample
+    list keeps one line per file whatever a library put in its message.
+    """
 
     def __init__(self, path: Path, reason: str) -> None:
+        reason = " ".join(str(reason).split())
         super().__init__(f"{path}: {reason}")
         self.path = Path(path)
         self.reason = reason
@@ -111,10 +132,11 @@ class SampleReadError(DataError):
 def read_sample(path: Path, options: ReaderOptions | None = None) -> np.ndarray:
     """Read ``path`` as float32 in [0, 1], shaped ``(H, W)`` or ``(H, W, 3)``.
 
-    The format is chosen by suffix (see the module docstring for each format's normalisation).
-    Raises :class:`SampleReadError` naming the file for a missing, zero-byte, unreadable or
-    corrupt file, an unsupported suffix, NaN/inf values, or a shape other than ``(H, W)`` /
-    ``(H, W, 3)`` with ``H, W >= 8``.
+    The format is chosen by suffix, and by content for DICOM (see the module docstring for each
+    format's normalisation). Raises :class:`SampleReadError` naming the file for a missing,
+    zero-byte, unreadable or corrupt file, an unsupported type, NaN/inf values, or a shape other
+    than ``(H, W)`` / ``(H, W, 3)`` with ``H, W >= 8`` — and for any exception a third-party
+    library raises while reading it.
 
     Example::
 
@@ -122,24 +144,45 @@ def read_sample(path: Path, options: ReaderOptions | None = None) -> np.ndarray:
     """
     path = Path(path)
     options = options or ReaderOptions()
-    suffix = path.suffix.lower()
-    if suffix not in SUPPORTED_SUFFIXES:
-        raise SampleReadError(
-            path, f"unsupported file type {path.suffix or '(no suffix)'!r}; supported: {', '.join(SUPPORTED_SUFFIXES)}"
-        )
     if not path.is_file():
         raise SampleReadError(path, "file not found" if not path.exists() else "not a regular file")
     if path.stat().st_size == 0:
         raise SampleReadError(path, "zero-byte file")
-    if suffix in IMAGE_SUFFIXES:
-        img = _read_image(path)
-    elif suffix == ".npy":
-        img = _read_npy(path)
-    elif suffix == ".txt":
-        img = _read_temperature_txt(path, options.temperature_window)
-    else:
-        img = _read_dicom(path, options)
+    try:
+        img = _read_by_type(path, options)
+    except SampleReadError:
+        raise
+    # The reader boundary: Pillow, numpy and pydicom (with its codec plugins) raise many types on
+    # odd files; whatever one of them raises is this file's refusal, so a bad-sample check lists
+    # it instead of stopping. What medprune's own code raises is re-raised untouched.
+    except Exception as exc:
+        library = _raised_by_library(exc)
+        if library is None:
+            raise  # medprune's own bug: the CLI reports it as one, not as a bad file
+        raise SampleReadError(path, f"{library} failed to read it ({type(exc).__name__}: {gist(exc)})") from exc
     return _check_output(path, img)
+
+
+def _read_by_type(path: Path, options: ReaderOptions) -> np.ndarray:
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return _read_image(path)
+    if suffix == ".npy":
+        return _read_npy(path)
+    if suffix == ".txt":
+        return _read_temperature_txt(path, options.temperature_window)
+    return _read_dicom(path, options, by_name=suffix in DICOM_SUFFIXES)
+
+
+def _raised_by_library(exc: BaseException) -> str | None:
+    """The top-level package whose code raised ``exc`` (``"pydicom"``, ``"PIL"``), or None for medprune."""
+    tb = exc.__traceback__
+    if tb is None:
+        return None
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    top = str(tb.tb_frame.f_globals.get("__name__", "")).split(".", 1)[0]
+    return None if top in ("medprune", "") else top
 
 
 def _check_output(path: Path, img: np.ndarray) -> np.ndarray:
@@ -276,42 +319,25 @@ def _diagnose_matrix(path: Path, text: str) -> None:
                 raise SampleReadError(path, f"non-numeric value {token!r} on line {number}") from None
 
 
-def _read_dicom(path: Path, options: ReaderOptions) -> np.ndarray:
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
+def _read_dicom(path: Path, options: ReaderOptions, *, by_name: bool) -> np.ndarray:
     try:
-        ds = pydicom.dcmread(path)
-    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError) as exc:
-        raise SampleReadError(path, f"corrupt or not a DICOM file ({exc})") from exc
-    if "PixelData" not in ds:
-        raise SampleReadError(path, "DICOM file has no pixel data")
-    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-    try:
-        pixels = ds.pixel_array
-    # pydicom's pixel handlers raise many unrelated types (missing codec, truncated data, bad
-    # tags); each becomes a DataError naming the file, never swallowed.
-    except Exception as exc:  # noqa: BLE001
-        raise SampleReadError(path, f"corrupt DICOM pixel data ({type(exc).__name__}: {exc})") from exc
-    if frames > 1:
-        if options.dicom_frame is None:
-            raise SampleReadError(path, f"multi-frame DICOM with {frames} frames; set data.dicom_frame")
-        if options.dicom_frame >= frames:
-            raise SampleReadError(
-                path, f"data.dicom_frame={options.dicom_frame} but the DICOM has {frames} frames (0..{frames - 1})"
-            )
-        pixels = pixels[options.dicom_frame]
-    samples_per_pixel = int(getattr(ds, "SamplesPerPixel", 1) or 1)
-    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
-    if samples_per_pixel == 3:
-        bits = int(getattr(ds, "BitsStored", 8) or 8)
-        return pixels.astype(np.float32) / float(2**bits - 1)
-    values = pixels.astype(np.float64)
-    slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
-    intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
-    values = values * slope + intercept
+        pixels = read_dicom(path, options.dicom_frame)
+    except NotDicomError as exc:
+        if by_name:
+            raise SampleReadError(path, f"not a DICOM file: {exc.reason}") from None
+        shown = path.suffix or "(no suffix)"
+        raise SampleReadError(
+            path,
+            f"unsupported file type {shown!r} and not DICOM either ({exc.reason}); "
+            f"supported: {', '.join(SUPPORTED_SUFFIXES)}, or DICOM under any name",
+        ) from None
+    except DicomRefusal as exc:
+        raise SampleReadError(path, exc.reason) from exc
+    if pixels.values.ndim == 3:
+        return pixels.values
+    values = pixels.values
     img = _window(values, options.dicom_window) if options.dicom_window else _minmax(values)
-    if photometric == "MONOCHROME1":
+    if pixels.monochrome1:
         img = 1.0 - img
     return img
 
