@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,10 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# No network in tests: albumentations asks PyPI for its newest version on import unless told not to
+# (medprune.data.augment sets this itself; tests that import albumentations directly need it too).
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 #: A complete experiment on a tiny synthetic phantom; tests copy and adjust it.
 TINY_CONFIG: dict[str, Any] = {

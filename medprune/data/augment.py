@@ -21,14 +21,16 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import warnings
 from collections.abc import Mapping, Sequence
+from types import ModuleType
 from typing import Any
 
 from medprune.errors import ConfigError
 from medprune.registry import suggest
 
-__all__ = ["augmentation_names", "build_augmentation", "validate_augmentation"]
+__all__ = ["albumentations", "augmentation_names", "build_augmentation", "validate_augmentation"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +47,23 @@ _EXCLUDED = {
 }
 
 
+def albumentations() -> ModuleType:
+    """The ``albumentations`` module, imported without its update check.
+
+    Importing albumentations asks PyPI for its newest version unless ``NO_ALBUMENTATIONS_UPDATE``
+    is set: on a clinical network (or this project's CI) that is a network call, and a timeout,
+    every time a config is validated or a training starts. A user who sets the variable keeps
+    their value.
+    """
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    import albumentations as A
+
+    return A
+
+
 def augmentation_names() -> list[str]:
     """Sorted names of the albumentations transforms a config may use."""
-    import albumentations as A
+    A = albumentations()
     from albumentations.core.transforms_interface import BasicTransform
 
     return sorted(
@@ -58,7 +74,7 @@ def augmentation_names() -> list[str]:
 
 
 def _transform_class(name: object, index: int) -> type:
-    import albumentations as A
+    A = albumentations()
 
     if not isinstance(name, str) or not name:
         raise ConfigError(f"item {index}: 'name' must be an albumentations transform name, got {name!r}")
@@ -150,7 +166,7 @@ def build_augmentation(specs: Sequence[Mapping[str, Any]] | None) -> Any:
         raise ConfigError(f"expected a list of transforms like [{{name: HorizontalFlip, p: 0.5}}], got {specs!r}")
     if len(specs) == 0:
         return None
-    import albumentations as A
+    A = albumentations()
 
     transforms = [_build_one(spec, index) for index, spec in enumerate(specs)]
     logger.debug("augmentation: %s", ", ".join(type(t).__name__ for t in transforms))
