@@ -153,3 +153,34 @@ def test_shipped_paper_configs_follow_the_protocol() -> None:
         assert cfg.data.image_size == (299, 299)
         raw = yaml.safe_load(path.read_text())
         assert raw["data"]["channels"] in path.stem
+
+
+@pytest.mark.parametrize("name", __import__("medprune.models", fromlist=["list_models"]).list_models())
+def test_image_size_below_the_models_minimum_is_refused_at_load(name: str, tiny_config_dict: dict) -> None:
+    from medprune.config import config_from_dict
+    from medprune.models import create_model, model_min_input_size
+
+    min_h, min_w = model_min_input_size(name)
+    model = create_model(name, num_classes=2, in_chans=1, width=0.25)
+    assert (min_h, min_w) == tuple(model.min_input_size[1:])  # the declaration matches the built model
+    tiny_config_dict["model"] = {"name": name, "kwargs": {"width": 0.25}}
+    tiny_config_dict["data"]["image_size"] = [max(min_h, 8), max(min_w, 8)]
+    config_from_dict(tiny_config_dict, "ok.yaml")
+    if min_h > 8:
+        tiny_config_dict["data"]["image_size"] = [min_h - 1, min_w]
+        with pytest.raises(ConfigError, match=rf"small.yaml: data.image_size: {name} needs inputs of at least "
+                                              rf"{min_h}x{min_w} px .*got {min_h - 1}x{min_w}"):
+            config_from_dict(tiny_config_dict, "small.yaml")
+
+
+def test_inception_v3_at_32_px_is_refused_and_aux_logits_needs_299(tiny_config_dict: dict) -> None:
+    from medprune.config import config_from_dict
+
+    tiny_config_dict["model"] = {"name": "inception_v3", "kwargs": {"width": 0.125}}
+    tiny_config_dict["data"]["image_size"] = 32
+    with pytest.raises(ConfigError, match="data.image_size: inception_v3 needs inputs of at least 75x75 px"):
+        config_from_dict(tiny_config_dict, "x.yaml")
+    tiny_config_dict["data"]["image_size"] = 112
+    tiny_config_dict["model"]["kwargs"]["aux_logits"] = True
+    with pytest.raises(ConfigError, match="at least 299x299 px"):
+        config_from_dict(tiny_config_dict, "x.yaml")

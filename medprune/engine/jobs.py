@@ -248,8 +248,7 @@ def evaluate_model(model: nn.Module, dataset: ClassificationDataset, config: Exp
     patients = [dataset.patient_ids[i] for i in preds.indices]
     ev = config.eval
     metrics = classification_metrics(preds.labels, preds.probs, list(config.data.classes), patient_ids=patients,
-                                     n_bootstrap=ev.n_bootstrap, ci=ev.ci, seed=ev.seed,
-                                     patient_aggregation=ev.patient_aggregation)
+                                     **ev.metric_options())
     metrics = {"split": split, "synthetic_data": synthetic, "model": getattr(model, "medprune_spec", None),
                **(extra or {}), "loss": preds.loss, **metrics}
     atomic_write_json(out_dir / "metrics.json", metrics)

@@ -2,7 +2,7 @@
 
 Every model medprune can train is a registered function with a typed signature, e.g.::
 
-    @register_model("inception_v3")
+    @register_model("inception_v3", min_input_size=(75, 75))
     def inception_v3(num_classes: int = 2, in_chans: int = 3, width: float = 1.0,
                      pretrained: bool = False, drop_rate: float = 0.0) -> nn.Module: ...
 
@@ -25,20 +25,50 @@ import inspect
 import logging
 from typing import Any, Callable
 
-from torch import nn
+from typing import TYPE_CHECKING
 
 from medprune.errors import ConfigError
 from medprune.registry import Registry
 
-__all__ = ["MODELS", "register_model", "create_model", "list_models", "model_signature"]
+if TYPE_CHECKING:
+    from torch import nn
+
+__all__ = ["MODELS", "register_model", "create_model", "list_models", "model_signature", "model_min_input_size"]
 
 logger = logging.getLogger(__name__)
 
 MODELS = Registry("model")
 """Name → constructor of every model medprune can build."""
 
-register_model: Callable[..., Any] = MODELS.register
-"""Decorator registering a model constructor: ``@register_model("name")``."""
+#: Smallest input ``(H, W)`` of each model, as a function of its keyword arguments.
+_MIN_SIZES: dict[str, Callable[[dict[str, Any]], tuple[int, int]]] = {}
+
+
+def register_model(name: str, *, min_input_size: tuple[int, int] | Callable[[dict[str, Any]], tuple[int, int]]
+                   ) -> Callable[[Any], Any]:
+    """Decorator registering a model constructor: ``@register_model("name", min_input_size=(75, 75))``.
+
+    ``min_input_size`` is the smallest ``(H, W)`` the model runs on (a function of the keyword
+    arguments when it depends on them), so a config asking for less is refused at load — naming
+    ``data.image_size`` — instead of ending in a PyTorch traceback mid-training. The model tests
+    check it against the built model's ``min_input_size`` for every registered name.
+    """
+    rule = min_input_size if callable(min_input_size) else (lambda kwargs, size=tuple(min_input_size): size)
+
+    def decorator(fn: Any) -> Any:
+        MODELS.add(name, fn)
+        _MIN_SIZES[name] = rule  # type: ignore[assignment]
+        return fn
+
+    return decorator
+
+
+def model_min_input_size(name: str, **kwargs: Any) -> tuple[int, int]:
+    """The smallest ``(H, W)`` model ``name`` built with ``kwargs`` accepts, without building it."""
+    fn = MODELS.get(name)
+    arguments = dict(_check_kwargs(name, inspect.signature(fn), kwargs).arguments)
+    h, w = _MIN_SIZES[name](arguments)
+    return int(h), int(w)
 
 
 def list_models() -> list[str]:

@@ -55,7 +55,7 @@ class SmallCNN(nn.Module):
         return self.fc(self.dropout(x))
 
 
-@register_model("small_cnn")
+@register_model("small_cnn", min_input_size=(16, 16))  # four stride-2 stages
 def small_cnn(num_classes: int = 2, in_chans: int = 3, width: float = 1.0, pretrained: bool = False,
               drop_rate: float = 0.0, channel_divisor: int = 1) -> SmallCNN:
     """A small VGG-style CNN (1.2 M parameters at width 1); no pretrained weights exist."""

@@ -33,7 +33,6 @@ tracing and export see one output.
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable, Sequence
 
@@ -49,10 +48,6 @@ __all__ = ["InceptionV3", "InceptionV4", "MV4_STAGE_WIDTHS", "MV4_BLOCKS", "ince
 
 logger = logging.getLogger(__name__)
 
-# ``timm.models.inception_v3`` the attribute is timm's entry-point function; we want the module
-timm_v3 = importlib.import_module("timm.models.inception_v3")
-timm_v4 = importlib.import_module("timm.models.inception_v4")
-
 PAPER_SIZE = 299
 MIN_SIZE = 75
 V4_BLOCKS = (4, 7, 3)
@@ -61,35 +56,6 @@ MV4_STAGE_WIDTHS = (0.44, 0.7, 2.1)
 """Default per-stage width multipliers of our MV4 reconstruction (stages A, B, C); see inception_mv4."""
 MV4_BLOCKS = (4, 7, 3)
 """Default Inception-A/B/C block counts of our MV4 reconstruction (those of V4)."""
-
-
-class _ReductionB(timm_v3.InceptionB):
-    """timm's Inception-V3 ``InceptionB`` (``Mixed_6a``) with its 3×3/2 max-pool as a module.
-
-    timm pools with ``F.max_pool2d`` inside ``forward``; as a module (``branch_pool``, no weights, so
-    the state dict is timm's) the pool can be swapped by :func:`medprune.models.replace_pooling`.
-    """
-
-    def __init__(self, in_channels: int, conv_block: Callable[..., nn.Module]) -> None:
-        super().__init__(in_channels, conv_block=conv_block)
-        self.branch_pool = nn.MaxPool2d(kernel_size=3, stride=2)
-
-    def _forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        branch3x3dbl = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
-        return [self.branch3x3(x), branch3x3dbl, self.branch_pool(x)]
-
-
-class _ReductionD(timm_v3.InceptionD):
-    """timm's Inception-V3 ``InceptionD`` (``Mixed_7a``) with its 3×3/2 max-pool as a module (see _ReductionB)."""
-
-    def __init__(self, in_channels: int, conv_block: Callable[..., nn.Module]) -> None:
-        super().__init__(in_channels, conv_block=conv_block)
-        self.branch_pool = nn.MaxPool2d(kernel_size=3, stride=2)
-
-    def _forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        branch3x3 = self.branch3x3_2(self.branch3x3_1(x))
-        branch7x7x3 = self.branch7x7x3_4(self.branch7x7x3_3(self.branch7x7x3_2(self.branch7x7x3_1(x))))
-        return [branch3x3, branch7x7x3, self.branch_pool(x)]
 
 
 class _InceptionBase(nn.Module):
@@ -144,10 +110,12 @@ class InceptionV3(_InceptionBase):
         self.Conv2d_4a_3x3 = conv(80, 192, kernel_size=3)
         self.Pool2 = nn.MaxPool2d(kernel_size=3, stride=2)
         # nominal in_channels below are ignored by ScaledConv; they document the paper widths
+        from medprune.models._inception_blocks import ReductionB, ReductionD, timm_v3
+
         self.Mixed_5b = timm_v3.InceptionA(192, pool_features=32, conv_block=conv)
         self.Mixed_5c = timm_v3.InceptionA(256, pool_features=64, conv_block=conv)
         self.Mixed_5d = timm_v3.InceptionA(288, pool_features=64, conv_block=conv)
-        self.Mixed_6a = _ReductionB(288, conv_block=conv)
+        self.Mixed_6a = ReductionB(288, conv_block=conv)
         self.Mixed_6b = timm_v3.InceptionC(768, channels_7x7=128, conv_block=conv)
         self.Mixed_6c = timm_v3.InceptionC(768, channels_7x7=160, conv_block=conv)
         self.Mixed_6d = timm_v3.InceptionC(768, channels_7x7=160, conv_block=conv)
@@ -156,7 +124,7 @@ class InceptionV3(_InceptionBase):
         if aux_logits:
             self.AuxLogits = timm_v3.InceptionAux(768, num_classes, conv_block=conv)
             self.AuxLogits.fc = nn.Linear(conv.channels(768), num_classes)  # timm hard-codes 768 inputs
-        self.Mixed_7a = _ReductionD(768, conv_block=conv)
+        self.Mixed_7a = ReductionD(768, conv_block=conv)
         self.Mixed_7b = timm_v3.InceptionE(1280, conv_block=conv)
         self.Mixed_7c = timm_v3.InceptionE(2048, conv_block=conv)
 
@@ -216,6 +184,8 @@ class InceptionV4(_InceptionBase):
         conv_a, conv_b, conv_c = (ScaledConv(width * w, channel_divisor) for w in stage_widths)
         self.num_classes = num_classes
         self.blocks = tuple(blocks)
+        from medprune.models._inception_blocks import timm_v4
+
         layers: list[nn.Module] = [
             stem(in_chans, 32, kernel_size=3, stride=2),
             stem(32, 32, kernel_size=3),
@@ -278,7 +248,8 @@ def _check_pretrained(model: str, pretrained: bool, width: float) -> None:
                           f"weights), got width={width}; set pretrained: false or width: 1.0")
 
 
-@register_model("inception_v3")
+@register_model("inception_v3", min_input_size=lambda kw: (PAPER_SIZE, PAPER_SIZE) if kw.get("aux_logits")
+                else (MIN_SIZE, MIN_SIZE))
 def inception_v3(num_classes: int = 2, in_chans: int = 3, width: float = 1.0, pretrained: bool = False,
                  drop_rate: float = 0.0, aux_logits: bool = False, channel_divisor: int = 1) -> InceptionV3:
     """Inception-V3 (timm's layers) with every conv width × ``width``.
@@ -298,7 +269,7 @@ def inception_v3(num_classes: int = 2, in_chans: int = 3, width: float = 1.0, pr
     return model
 
 
-@register_model("inception_v4")
+@register_model("inception_v4", min_input_size=(MIN_SIZE, MIN_SIZE))
 def inception_v4(num_classes: int = 2, in_chans: int = 3, width: float = 1.0, pretrained: bool = False,
                  drop_rate: float = 0.0, channel_divisor: int = 1) -> InceptionV4:
     """Inception-V4 (timm's layers) with every conv width × ``width``.
@@ -315,7 +286,7 @@ def inception_v4(num_classes: int = 2, in_chans: int = 3, width: float = 1.0, pr
     return model
 
 
-@register_model("inception_mv4")
+@register_model("inception_mv4", min_input_size=(MIN_SIZE, MIN_SIZE))
 def inception_mv4(num_classes: int = 2, in_chans: int = 3, width: float = 1.0, pretrained: bool = False,
                   drop_rate: float = 0.0, stage_widths: Sequence[float] = MV4_STAGE_WIDTHS,
                   blocks: Sequence[int] = MV4_BLOCKS, channel_divisor: int = 1) -> InceptionV4:

@@ -288,7 +288,7 @@ def _no_pretrained(model: str, pretrained: bool) -> None:
         raise ConfigError(f"model {model!r}: no pretrained weights exist; set pretrained: false")
 
 
-@register_model("resnet56_cifar")
+@register_model("resnet56_cifar", min_input_size=(1, 1))
 def resnet56_cifar(num_classes: int = 2, in_chans: int = 3, width: float = 1.0, pretrained: bool = False,
                    drop_rate: float = 0.0, channel_divisor: int = 1, blocks_per_stage: int = 9,
                    keep_blocks: list[list[bool]] | None = None) -> CifarResNet:
@@ -307,7 +307,7 @@ def resnet56_cifar(num_classes: int = 2, in_chans: int = 3, width: float = 1.0, 
                        keep_blocks=keep_blocks, drop_rate=drop_rate)
 
 
-@register_model("preresnet56_v2")
+@register_model("preresnet56_v2", min_input_size=(1, 1))
 def preresnet56_v2(num_classes: int = 2, in_chans: int = 3, width: float = 1.0, pretrained: bool = False,
                    drop_rate: float = 0.0, channel_divisor: int = 1, blocks_per_stage: int = 6,
                    keep_blocks: list[list[bool]] | None = None) -> PreActResNet:
