@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import typer
 
@@ -34,6 +34,8 @@ index_app = typer.Typer(help="Build a manifest CSV from a data set's folder layo
 app.add_typer(data_app, name="data")
 data_app.add_typer(index_app, name="index")
 
+AcceptUnsafeOption = typer.Option(False, "--accept-unsafe", help="Keep a compressed model that fails its safety "
+                                  "gate as the deliverable (recorded as accepted_unsafe) instead of exiting 3.")
 OverridesArg = typer.Argument(None, help="Config overrides key.path=value, e.g. optim.lr=0.001 optim.epochs=3",
                               show_default=False)
 
@@ -111,22 +113,41 @@ def prune(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="The trained model, e.g. runs/NAME/checkpoints/best.pt"),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: runs/NAME/compressed)."),
     overrides: Optional[list[str]] = OverridesArg,
+    accept_unsafe: bool = AcceptUnsafeOption,
 ) -> None:
-    """Prune a trained model (criterion, schedule, ratio from the config); evaluate base and pruned."""
+    """Prune a trained model (criterion, schedule, ratio from the config); evaluate base and pruned.
+
+    A pruned model that fails the safety gate is kept as model.gate_failed.pt and the command exits 3.
+    """
     from medprune.compress.job import prune_job
     from medprune.config import load_config
 
     cfg = load_config(config, overrides or [])
-    outcome = prune_job(cfg, checkpoint, out)
+    outcome = prune_job(cfg, checkpoint, out, accept_unsafe=accept_unsafe)
     s = outcome.summary
     typer.echo(f"pruned with {s['criterion']} / {s['schedule']} at ratio {s['ratio']:.2f}: params "
                f"{s['params_before']:,} -> {s['params_after']:,}, MACs {s['macs_before']:,} -> {s['macs_after']:,} "
-               f"({s['macs_reduction']:.2f}x fewer); safety gate: {s['safety_gate']}")
+               f"({s['macs_reduction']:.2f}x fewer)")
+    _gate_lines(outcome.gate)
     typer.echo("base model:")
     _summary(outcome.base_metrics, outcome.out_dir / "base")
     typer.echo("pruned model:")
     _summary(outcome.metrics, outcome.out_dir)
-    typer.echo(f"pruned model: {outcome.out_dir / 'model.pt'}; done in {s['seconds']:.0f} s")
+    typer.echo(f"pruned model: {outcome.model_file}; done in {s['seconds']:.0f} s")
+    if outcome.gate.failed:
+        raise SafetyGateError(_gate_failure(outcome.gate, outcome.model_file))
+
+
+def _gate_lines(gate: object) -> None:
+    """The safety gate's verdict and its warnings, one line each."""
+    typer.echo(f"safety gate: {'FAILED: ' if getattr(gate, 'failed') else ''}{getattr(gate, 'message')}")
+    for warning in getattr(gate, "warnings"):
+        typer.echo(f"  warning: {warning}")
+
+
+def _gate_failure(gate: object, kept: Path) -> str:
+    return (f"{getattr(gate, 'message')}; the model is kept as {kept}, not for deployment — compress less, "
+            "fine-tune longer, or pass --accept-unsafe to keep it anyway (recorded)")
 
 
 @app.command("run")
@@ -135,16 +156,19 @@ def run_cmd(
     overrides: Optional[list[str]] = OverridesArg,
     force: Optional[list[str]] = typer.Option(None, "--force", help="Redo this stage and every later one "
                                               "(train, prune, export, bench, report); repeatable."),
+    accept_unsafe: bool = AcceptUnsafeOption,
 ) -> None:
     """Train, compress, fine-tune, evaluate base and compressed, export, bench and write report.html.
 
-    A stage whose output exists (with the same settings) is reused, so a killed run continues.
+    A stage whose output exists (with the same settings) is reused, so a killed run continues. A
+    compressed model that fails its safety gate is kept as *.gate_failed.*, the stages that would
+    build on or ship it are skipped, the report marks it, and the command exits 3.
     """
     from medprune.config import load_config
     from medprune.run import run_job
 
     cfg = load_config(config, overrides or [])
-    outcome = run_job(cfg, force=force or [])
+    outcome = run_job(cfg, force=force or [], accept_unsafe=accept_unsafe)
     typer.echo("stages: " + ", ".join(f"{k} {v['status']}" + (f" ({v['seconds']:.0f} s)" if v.get("seconds") else "")
                                       for k, v in outcome.stages.items()))
     _run_summary(outcome.run_dir)
@@ -152,6 +176,9 @@ def run_cmd(
         if key in outcome.files:
             typer.echo(f"{key.replace('_', ' ')}: {outcome.files[key]}")
     typer.echo(f"done in {outcome.seconds:.0f} s; everything is in {outcome.run_dir}")
+    if outcome.gate_failures:
+        raise SafetyGateError("; ".join(outcome.gate_failures) + " — not for deployment; compress less, fine-tune "
+                              "longer, or pass --accept-unsafe to keep it anyway (recorded)")
 
 
 @app.command()
@@ -209,7 +236,8 @@ def _run_summary(run_dir: Path) -> None:
 @app.command()
 def bench(
     model_file: Path = typer.Argument(..., help="A medprune model file (model.pt, checkpoint) or an .onnx file."),
-    input_size: tuple[int, int, int] = typer.Option(..., "--input-size", help="C H W, e.g. --input-size 1 112 112"),
+    input_size: Optional[tuple[int, int, int]] = typer.Option(None, "--input-size", help="C H W, e.g. --input-size "
+                                                               "1 112 112 (default: the size the file records)"),
     batch: int = typer.Option(1, "--batch", min=1),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (default: torch's)."),
     rounds: int = typer.Option(7, "--rounds", min=3, help="Interleaved rounds (PyTorch and ONNX Runtime alternate); "
@@ -222,7 +250,11 @@ def bench(
 
     if not model_file.is_file():
         raise MedpruneError(f"{model_file}: model file not found")
-    result = bench_file(model_file, tuple(input_size), batch=batch, threads=threads, rounds=rounds)
+    try:
+        result = bench_file(model_file, tuple(input_size) if input_size else None, batch=batch, threads=threads,
+                            rounds=rounds)
+    except ValueError as exc:
+        raise MedpruneError(f"{exc}; pass --input-size C H W") from None
     target = out or model_file.with_suffix(model_file.suffix + ".bench.json")
     atomic_write_json(target, result)
     typer.echo(format_bench(result))
@@ -250,6 +282,7 @@ def export_cmd(
     int8_min_agreement: Optional[float] = typer.Option(None, "--int8-min-agreement", min=0.0, max=1.0,
                                                        help="Least top-1 agreement INT8 vs PyTorch (default "
                                                        "export.int8_min_agreement, 0.9)."),
+    accept_unsafe: bool = AcceptUnsafeOption,
 ) -> None:
     """Export a model to ONNX, checked against PyTorch in ONNX Runtime; a file failing its check is not written."""
     from medprune.compress.export_job import export_job
@@ -259,7 +292,8 @@ def export_cmd(
         raise MedpruneError(f"{model_file}: model file not found")
     cfg = load_config(config) if config is not None else None
     outcome = export_job(model_file, out, int8=int8, input_size=input_size, config=cfg, rtol=rtol, atol=atol,
-                         min_agreement=min_agreement, int8_min_agreement=int8_min_agreement)
+                         min_agreement=min_agreement, int8_min_agreement=int8_min_agreement,
+                         accept_unsafe=accept_unsafe)
     r = outcome.fp32
     c, h, w = outcome.input_size
     q = outcome.quantized
@@ -283,6 +317,10 @@ def export_cmd(
                    f"{i.min_agreement:.3f}), max |logit diff| {i.max_abs_diff:.3g}")
     for note in outcome.notes:
         typer.echo(f"  note: {note}")
+    if outcome.int8_gate is not None:
+        _gate_lines(outcome.int8_gate)
+        if outcome.int8_gate.failed:
+            raise SafetyGateError(_gate_failure(outcome.int8_gate, outcome.int8.path))
 
 
 @app.command("models")
@@ -367,12 +405,25 @@ class _LogFilter(logging.Filter):
         return True
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, not to the stream of its creation
+    (which a test harness, a notebook or a progress bar may since have closed or replaced)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def _configure_logging() -> None:
     """One stderr handler on the root logger (replaced, not stacked, when ``main`` runs again)."""
     root = logging.getLogger()
     for handler in [h for h in root.handlers if getattr(h, "medprune_cli", False)]:
         root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("medprune: %(message)s"))
     handler.addFilter(_LogFilter())
     handler.medprune_cli = True  # type: ignore[attr-defined]

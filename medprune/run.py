@@ -53,7 +53,11 @@ STAGES: tuple[str, ...] = ("train", "pool", "prune", "quantize", "export", "benc
 
 @dataclass
 class RunOutcome:
-    """What ``medprune run`` produced: the run directory, what each stage did, and the key files."""
+    """What ``medprune run`` produced: the run directory, what each stage did, and the key files.
+
+    ``gate_failures`` holds one line per compressed model that failed its safety gate (kept as
+    ``*.gate_failed.*``, not final); the ``medprune run`` command then exits 3.
+    """
 
     run_dir: Path
     stages: dict[str, dict[str, Any]]
@@ -61,6 +65,7 @@ class RunOutcome:
     report: Path | None
     seconds: float
     files: dict[str, str] = field(default_factory=dict)
+    gate_failures: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------- settings
@@ -112,23 +117,36 @@ def prune_applies(config: ExperimentConfig) -> bool:
     return cc.ratio > 0 or bool(cc.layer_ratios) or cc.latency_target is not None
 
 
-def final_stage(stages: dict[str, dict[str, Any]]) -> str | None:
-    """The last model-producing stage that ran or was reused (``None``: the base model is final)."""
+def gate_failed(record: dict[str, Any] | None) -> bool:
+    """Whether a stage record holds a model that failed its safety gate (and was not accepted)."""
+    return ((record or {}).get("gate") or {}).get("status") == "failed"
+
+
+def final_stage(stages: dict[str, dict[str, Any]], *, include_failed: bool = False) -> str | None:
+    """The last model-producing stage that ran or was reused (``None``: the base model is final).
+
+    A stage whose model failed its safety gate is not final (its model is not the deliverable),
+    unless ``include_failed`` — the bench stage times it anyway, so the report can show what it
+    would have bought.
+    """
     for name in ("quantize", "prune", "pool"):
-        if stages.get(name, {}).get("status") in ("done", "reused"):
+        record = stages.get(name, {})
+        if record.get("status") in ("done", "reused") and (include_failed or not gate_failed(record)):
             return name
     return None
 
 
 #: Model-producing stages and their folders in the run directory.
 _STAGE_DIRS = {"pool": "pooled", "prune": "compressed", "quantize": "quantized"}
+#: Stages skipped after a model failed its safety gate: they would build on it, or ship it.
+_GATED_STAGES = ("pool", "prune", "quantize", "export")
 
 
 # ---------------------------------------------------------------------------------------- the job
 class _Run:
     """State shared by the stages of one ``run_job`` call."""
 
-    def __init__(self, config: ExperimentConfig, force: Sequence[str]) -> None:
+    def __init__(self, config: ExperimentConfig, force: Sequence[str], accept_unsafe: bool = False) -> None:
         unknown = [s for s in force if s not in STAGES]
         if unknown:
             raise ConfigError(f"--force: {suggest(unknown[0], STAGES, 'stage')} (in run order: {', '.join(STAGES)})")
@@ -142,6 +160,8 @@ class _Run:
         self.stages: dict[str, dict[str, Any]] = {}
         self.chain = ""  # digest of the settings of every stage so far
         self.redo_rest = False  # an earlier stage was (re)done: later outputs are stale
+        self.accept_unsafe = accept_unsafe
+        self.blocked: str | None = None  # why later compressing stages do not run (a failed safety gate)
         self._data = None
 
     def _load_record(self) -> dict[str, Any]:
@@ -191,8 +211,10 @@ class _Run:
             "name": self.config.name, "config": self.config.source,
             "synthetic_data": self._synthetic(), "stages": stages,
             "compressed_stages": [
-                {"stage": s, "label": stages[s].get("label", s), "dir": _STAGE_DIRS[s]}
+                {"stage": s, "label": stages[s].get("label", s), "dir": _STAGE_DIRS[s],
+                 "gate_status": (stages[s].get("gate") or {}).get("status")}
                 for s in _STAGE_DIRS if stages.get(s, {}).get("status") in ("done", "reused")],
+            "accept_unsafe": self.accept_unsafe,
             "final": _STAGE_DIRS.get(final) if final else None,
         }
         atomic_write_json(self.record_path, record)
@@ -215,17 +237,27 @@ class _Run:
             self.stages[name] = {"status": "not_applicable", "seconds": None, "note": "not asked for by the config"}
             self.save()
             return
+        if self.blocked and name in _GATED_STAGES:
+            log.warning("stage %s: skipped (%s)", name, self.blocked)
+            # What an earlier run left there was made from another model: it must not look current.
+            shutil.rmtree(self.run_dir / _STAGE_DIRS.get(name, name), ignore_errors=True)
+            self.stages[name] = {"status": "skipped", "seconds": None, "note": self.blocked}
+            self.save()
+            return
         old = self.previous.get("stages", {}).get(name, {})
         exists = all(p.exists() for p in outputs)
         same = old.get("chain") == self.chain
         if exists and not same and old.get("settings") is not None and on_changed is not None:
             on_changed(_changed_keys(old.get("settings"), settings) or ["an earlier stage's settings"])
-        if exists and same and name not in self.forced and not self.redo_rest:
+        accepting = self.accept_unsafe and gate_failed(old)
+        if exists and same and name not in self.forced and not self.redo_rest and not accepting:
             log.info("stage %s: reusing %s", name, outputs[0] if outputs else self.run_dir)
             self.stages[name] = {**{k: v for k, v in old.items() if k not in ("status",)}, "status": "reused"}
+            self._note_gate(name)
             self.save()
             return
         why = ("forced" if name in self.forced else "an earlier stage was redone" if self.redo_rest and exists
+               else "redone to keep its model with --accept-unsafe" if accepting and exists
                else "settings changed" if exists else "first run")
         log.info("stage %s: running (%s)", name, why)
         # Recorded before the work starts, so an interrupted stage is recognised (and training resumed).
@@ -237,18 +269,37 @@ class _Run:
         self.stages[name] = {"status": "done", "seconds": round(time.perf_counter() - t0, 2), "note": why,
                              "chain": self.chain, "settings": settings, **extra}
         self.redo_rest = True
+        self._note_gate(name)
         self.save()
 
+    def _note_gate(self, name: str) -> None:
+        """A stage whose model failed its safety gate stops the compressing stages after it."""
+        if gate_failed(self.stages.get(name)):
+            self.blocked = f"{name} failed its safety gate"
 
-def run_job(config: ExperimentConfig, *, force: Sequence[str] = (), stop_after: str | None = None) -> RunOutcome:
+    def gate_failures(self) -> list[str]:
+        """One line per stage of this run whose model failed its safety gate."""
+        out = []
+        for name, record in self.stages.items():
+            if gate_failed(record):
+                out.append(f"{name}: {record['gate'].get('message')} (kept as {record.get('model_file')})")
+        return out
+
+
+def run_job(config: ExperimentConfig, *, force: Sequence[str] = (), stop_after: str | None = None,
+            accept_unsafe: bool = False) -> RunOutcome:
     """Run (or continue) every stage of ``medprune run`` for ``config``; see the module docstring.
 
     ``stop_after`` ends the job after that stage (``medprune sweep`` uses ``"train"``).
+    ``accept_unsafe`` keeps a compressed model that fails its safety gate as the deliverable
+    (recorded as ``accepted_unsafe``); without it such a model is kept as ``*.gate_failed.*``, the
+    compressing stages after it are skipped, bench and report still run (the report marks it),
+    and ``outcome.gate_failures`` says why.
     """
     t0 = time.perf_counter()
     if stop_after is not None and stop_after not in STAGES:
         raise ConfigError(suggest(stop_after, STAGES, "stage"))
-    run = _Run(config, force)
+    run = _Run(config, force, accept_unsafe)
     run.run_dir.mkdir(parents=True, exist_ok=True)
     stages = STAGES if stop_after is None else STAGES[: STAGES.index(stop_after) + 1]
     for name in stages:
@@ -265,8 +316,12 @@ def run_job(config: ExperimentConfig, *, force: Sequence[str] = (), stop_after: 
         files["onnx_int8"] = str(run.run_dir / "export" / "model.int8.onnx")
     if report.is_file():
         files["report"] = str(report)
+    for name, record in run.stages.items():
+        if gate_failed(record):
+            files[f"{name}_gate_failed"] = str(record.get("model_file"))
     return RunOutcome(run_dir=run.run_dir, stages=run.stages, final=final,
-                      report=report if report.is_file() else None, seconds=time.perf_counter() - t0, files=files)
+                      report=report if report.is_file() else None, seconds=time.perf_counter() - t0, files=files,
+                      gate_failures=run.gate_failures())
 
 
 # ---------------------------------------------------------------------------------------- stages
@@ -304,6 +359,20 @@ def _train(run: _Run) -> None:
     run.stage("train", [run_dir / "metrics.json", _base_checkpoint(run_dir)], True, work, on_changed=changed)
 
 
+def _stage_model(folder: Path) -> Path:
+    """The model file of a stage folder: ``model.pt``, or ``model.gate_failed.pt`` when it failed its gate."""
+    from medprune.compress.gate import GateResult, gate_file
+
+    plain = folder / "model.pt"
+    failed = gate_file(plain, GateResult("failed"))
+    return failed if failed.is_file() and not plain.is_file() else plain
+
+
+def _gate_extra(gate: Any, path: Path) -> dict[str, Any]:
+    """What a gated stage adds to its run.json record."""
+    return {"gate": gate.to_dict(), "safety_gate": gate.message, "model_file": str(path)}
+
+
 def _prune(run: _Run) -> None:
     from medprune.compress.job import prune_job
 
@@ -311,28 +380,32 @@ def _prune(run: _Run) -> None:
 
     def work() -> dict[str, Any]:
         shutil.rmtree(out, ignore_errors=True)
-        outcome = prune_job(run.config, _input_model_file(run, "prune"), out)
+        outcome = prune_job(run.config, _input_model_file(run, "prune"), out, accept_unsafe=run.accept_unsafe)
         s = outcome.summary
         return {"label": f"pruned ({s['criterion']}, {s['schedule']}, ratio {s['ratio']:.2f})",
-                "macs_reduction": s["macs_reduction"], "safety_gate": s["safety_gate"]}
+                "macs_reduction": s["macs_reduction"], **_gate_extra(outcome.gate, outcome.model_file)}
 
-    run.stage("prune", [out / "prune_summary.json", out / "model.pt", out / "metrics.json"], prune_applies(run.config),
-              work)
+    run.stage("prune", [out / "prune_summary.json", _stage_model(out), out / "metrics.json"],
+              prune_applies(run.config), work)
 
 
 def _input_model_file(run: _Run, stage: str) -> Path:
-    """The model a stage starts from: the last model-producing stage before it, else the base."""
+    """The model a stage starts from: the last model-producing stage before it that passed its gate, else the base."""
     before = STAGES[: STAGES.index(stage)]
     for name in reversed(before):
-        if name in _STAGE_DIRS and run.stages.get(name, {}).get("status") in ("done", "reused"):
+        record = run.stages.get(name, {})
+        if name in _STAGE_DIRS and record.get("status") in ("done", "reused") and not gate_failed(record):
             return run.run_dir / _STAGE_DIRS[name] / "model.pt"
     return _base_checkpoint(run.run_dir)
 
 
-def _finetune_and_evaluate(run: _Run, model: nn.Module, out: Path, ft: Any, teacher: nn.Module | None,
-                           stage: str) -> tuple[nn.Module, dict[str, Any]]:
-    """Fine-tune ``model`` as ``ft`` (a FinetuneConfig) says, keep the best epoch, evaluate on test."""
-    from medprune.compress.job import finetune_config
+def _finetune_gate_evaluate(run: _Run, model: nn.Module, out: Path, ft: Any, source: nn.Module,
+                            stage: str) -> tuple[nn.Module, Any, Path]:
+    """Fine-tune ``model`` as ``ft`` (a FinetuneConfig) says (distilling from ``source`` if asked),
+    keep the best epoch, judge it with the safety gate against ``source`` on validation, evaluate it
+    on test. Returns the model, the gate and the file it is to be saved as."""
+    from medprune.compress.gate import gate_file, judge_gate
+    from medprune.compress.job import finetune_config, validation_metrics
     from medprune.engine.checkpoint import load_checkpoint, load_model_weights
     from medprune.engine.jobs import evaluate_model, resolve_device
     from medprune.engine.trainer import Distillation, Trainer
@@ -342,18 +415,26 @@ def _finetune_and_evaluate(run: _Run, model: nn.Module, out: Path, ft: Any, teac
     device = resolve_device(config)
     model = model.to(device)
     if ft.epochs > 0:
-        distill = (Distillation(teacher.to(device), ft.distill.alpha, ft.distill.temperature)
-                   if teacher is not None and ft.distill.enabled else None)
+        distill = (Distillation(source.to(device), ft.distill.alpha, ft.distill.temperature)
+                   if ft.distill.enabled else None)
         trainer = Trainer(model, data.datasets["train"], data.datasets["val"],
                           finetune_config(config, ft.epochs, ft.lr), out / "finetune", device, distill=distill)
         best = trainer.fit().best_checkpoint
         if best is not None:
             load_model_weights(trainer.model, load_checkpoint(best, map_location=device), best)
         model = trainer.model
+    model = model.eval()
+    limit = config.compress.safety.max_worst_class_drop
+    val = data.datasets["val"]
+    gate = judge_gate(validation_metrics(source.to(device).eval(), val, config, device) if limit is not None else {},
+                      validation_metrics(model, val, config, device) if limit is not None else {}, limit,
+                      what=f"the {stage} model")
+    gate = gate.accepted() if run.accept_unsafe else gate
+    path = gate_file(out / "model.pt", gate)
     split = "test" if "test" in data.datasets else "val"
-    metrics = evaluate_model(model.eval(), data.datasets[split], config, out, device=device, split=split,
-                             synthetic=data.synthetic, extra={"checkpoint": str(out / "model.pt"), "stage": stage})
-    return model, metrics
+    evaluate_model(model, data.datasets[split], config, out, device=device, split=split, synthetic=data.synthetic,
+                   extra={"checkpoint": str(path), "stage": stage})
+    return model, gate, path
 
 
 def _calibration(run: _Run, calib: Any) -> Callable[[], Any]:
@@ -365,6 +446,7 @@ def _calibration(run: _Run, calib: Any) -> Callable[[], Any]:
 
 
 def _pool(run: _Run) -> None:
+    from medprune.compress.job import model_record
     from medprune.compress.serialize import save_model
     from medprune.config import pooling_spec
     from medprune.models.pooling import replace_pooling
@@ -378,14 +460,16 @@ def _pool(run: _Run) -> None:
         out.mkdir(parents=True)
         base = _load(_input_model_file(run, "pool"), run.config)
         model = replace_pooling(_copy(base), spec[0], **spec[1])
-        model, _ = _finetune_and_evaluate(run, model, out, run.config.compress.finetune, base, "pooled")
-        save_model(model, out / "model.pt", extra={"pooling": {"kind": spec[0], **spec[1]}})
-        return {"label": f"{spec[0]} pooling"}
+        model, gate, path = _finetune_gate_evaluate(run, model, out, run.config.compress.finetune, base, "pooled")
+        save_model(model, path, extra={"pooling": {"kind": spec[0], **spec[1]}, "gate": gate.to_dict()},
+                   **model_record(run.config))
+        return {"label": f"{spec[0]} pooling", **_gate_extra(gate, path)}
 
-    run.stage("pool", [out / "model.pt", out / "metrics.json"], spec is not None, work)
+    run.stage("pool", [_stage_model(out), out / "metrics.json"], spec is not None, work)
 
 
 def _quantize(run: _Run) -> None:
+    from medprune.compress.job import model_record
     from medprune.compress.quantize import packed_size_bytes, quantize_model, quantized_layers
     from medprune.compress.serialize import save_model
 
@@ -401,16 +485,17 @@ def _quantize(run: _Run) -> None:
                                calibration=_calibration(run, qc.calibration), example_inputs=_example(run),
                                skip_first_last=qc.skip_first_last, skip=list(qc.skip), level_init=qc.level_init,
                                act_objective=qc.act_objective)
-        model, _ = _finetune_and_evaluate(run, model, out, qc.finetune, teacher, "quantized")
-        save_model(model, out / "model.pt")
+        model, gate, path = _finetune_gate_evaluate(run, model, out, qc.finetune, teacher, "quantized")
+        save_model(model, path, extra={"gate": gate.to_dict()}, **model_record(run.config))
         summary = {"method": "direct", "bits": qc.bits, "act_bits": qc.act_bits, "source": str(source),
-                   "quantized_layers": sorted(quantized_layers(model)),
-                   "packed_bytes": packed_size_bytes(model), "synthetic_data": run.data().synthetic}
+                   "quantized_layers": sorted(quantized_layers(model)), "gate": gate.to_dict(),
+                   "model_file": path.name, "packed_bytes": packed_size_bytes(model),
+                   "synthetic_data": run.data().synthetic}
         atomic_write_json(out / "quantize_summary.json", summary)
         return {"label": f"Direct Quantization {qc.bits}-bit weights"
-                         + (f", {qc.act_bits}-bit activations" if qc.act_bits else "")}
+                         + (f", {qc.act_bits}-bit activations" if qc.act_bits else ""), **_gate_extra(gate, path)}
 
-    run.stage("quantize", [out / "model.pt", out / "metrics.json", out / "quantize_summary.json"],
+    run.stage("quantize", [_stage_model(out), out / "metrics.json", out / "quantize_summary.json"],
               qc.method == "direct", work)
 
 
@@ -441,32 +526,29 @@ def _load(path: Path, config: ExperimentConfig) -> nn.Module:
 
 def _int8_metrics(run: _Run, path: Path, out: Path) -> dict[str, Any]:
     """Per-class metrics of an INT8 ONNX graph on the test split, run in ONNX Runtime (CPU)."""
-    import numpy as np
-
-    from medprune.compress.latency import ort_session
-    from medprune.compress.export import INPUT_NAME
+    from medprune.compress.export_job import onnx_predictions
     from medprune.metrics import classification_metrics
 
     data = run.data()
     split = "test" if "test" in data.datasets else "val"
     dataset = data.datasets[split]
-    session = ort_session(path)
-    labels, probs, patients = [], [], []
-    for i in range(len(dataset)):
-        x, y = dataset[i][:2]
-        logits = session.run(None, {INPUT_NAME: x[None].numpy()})[0]
-        p = np.exp(logits - logits.max(1, keepdims=True))
-        probs.append((p / p.sum(1, keepdims=True))[0])
-        labels.append(int(y))
-        patients.append(dataset.patient_ids[i])
-    ev = run.config.eval
-    metrics = classification_metrics(np.array(labels), np.stack(probs), list(run.config.data.classes),
-                                     patient_ids=patients, n_bootstrap=ev.n_bootstrap, ci=ev.ci, seed=ev.seed,
-                                     patient_aggregation=ev.patient_aggregation)
+    preds = onnx_predictions(path, dataset)
+    metrics = classification_metrics(preds.labels, preds.probs, list(run.config.data.classes),
+                                     patient_ids=[dataset.patient_ids[i] for i in preds.indices],
+                                     **run.config.eval.metric_options())
     metrics = {"split": split, "synthetic_data": data.synthetic, "model": str(path), "stage": "int8", **metrics}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def _int8_file(folder: Path) -> Path:
+    """``export/model.int8.onnx``, or its ``gate_failed`` name when the INT8 graph failed its gate."""
+    from medprune.compress.gate import GateResult, gate_file
+
+    plain = folder / "model.int8.onnx"
+    failed = gate_file(plain, GateResult("failed"))
+    return failed if failed.is_file() and not plain.is_file() else plain
 
 
 def _export(run: _Run) -> None:
@@ -480,7 +562,8 @@ def _export(run: _Run) -> None:
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
         source = _final_model_file(run)
-        outcome = export_job(source, out / "model.onnx", int8=int8, config=run.config)
+        outcome = export_job(source, out / "model.onnx", int8=int8, config=run.config,
+                             accept_unsafe=run.accept_unsafe)
         record: dict[str, Any] = {"fp32": outcome.fp32.to_dict(), "int8": None, "model_file": str(source),
                                   "input_size": list(outcome.input_size), "check_data": outcome.check_data,
                                   "tolerance": outcome.tolerance, "quantized": outcome.quantized,
@@ -491,10 +574,13 @@ def _export(run: _Run) -> None:
             metrics = _int8_metrics(run, outcome.int8.path, out / "int8")
             record["int8"]["test_balanced_accuracy"] = metrics["balanced_accuracy"]
             extra["int8_top1_agreement"] = outcome.int8.top1_agreement
+            if outcome.int8_gate is not None:
+                record["int8"]["gate"] = outcome.int8_gate.to_dict()
+                extra.update(_gate_extra(outcome.int8_gate, outcome.int8.path))
         atomic_write_json(out / "export.json", record)
         return extra
 
-    outputs = [out / "model.onnx", out / "export.json"] + ([out / "model.int8.onnx"] if int8 else [])
+    outputs = [out / "model.onnx", out / "export.json"] + ([_int8_file(out)] if int8 else [])
     run.stage("export", outputs, ec.enabled, work)
 
 
@@ -508,7 +594,7 @@ def _bench(run: _Run) -> None:
     target = run.run_dir / "bench.json"
 
     def work() -> dict[str, Any]:
-        final = final_stage(run.stages)
+        final = final_stage(run.stages, include_failed=True)  # a failed model is timed too: what it would buy
         threads = bc.threads or torch.get_num_threads()
         example = _example(run, 1)
         size = tuple(int(s) for s in example.shape[1:])
@@ -519,7 +605,7 @@ def _bench(run: _Run) -> None:
         onnx = {"base": export_onnx(models["base"], example, folder / "base.onnx").path}
         if final:
             name = _STAGE_DIRS[final]
-            models[name] = _load(run.run_dir / name / "model.pt", run.config)
+            models[name] = _load(_stage_model(run.run_dir / name), run.config)
             fp32 = folder / "model.onnx"
             # A quantized model with quantized activations is checked by agreement in the export stage;
             # here, without that stage, its graph is only needed for timing.
@@ -529,7 +615,7 @@ def _bench(run: _Run) -> None:
         for key, model in models.items():
             runners[f"{key}/torch"] = torch_runner(model, x)
             runners[f"{key}/onnxruntime"] = ort_runner(onnx[key], x, threads)
-        int8 = folder / "model.int8.onnx"
+        int8 = _int8_file(folder)
         int8_key = f"{_STAGE_DIRS[final] if final else 'base'}_int8"
         if int8.is_file():
             runners[f"{int8_key}/onnxruntime"] = ort_runner(int8, x, threads)

@@ -198,6 +198,8 @@ def sweep_job(config: ExperimentConfig, *, ratios: Sequence[float] = (), criteri
         points.append({"criterion": crit, "ratio": r, "macs": summary["macs_after"], "params": summary["params_after"],
                        "macs_reduction": summary["macs_reduction"], "balanced_accuracy": metrics["balanced_accuracy"],
                        "worst_class_sensitivity": sens, "worst_class": worst, "safety_gate": summary["safety_gate"],
+                       "gate": (summary.get("gate") or {}).get("status"),
+                       "model_file": summary.get("model_file", "model.pt"),
                        "dir": str(folder.relative_to(run_dir)) if folder.is_relative_to(run_dir) else str(folder)})
 
     # Latency: one ONNX Runtime CPU timing per distinct architecture, interleaved so the machine's
@@ -210,7 +212,8 @@ def sweep_job(config: ExperimentConfig, *, ratios: Sequence[float] = (), criteri
     base_key = architecture_key(base_model)
     onnx = {base_key: export_onnx(base_model, example, out / "base.onnx").path}
     for p in points:
-        model = load_trained_model(config, run_dir / p["dir"] / "model.pt", torch.device("cpu")).eval()
+        # a point that failed its safety gate is still a point of the frontier: timed and drawn, marked
+        model = load_trained_model(config, run_dir / p["dir"] / p["model_file"], torch.device("cpu")).eval()
         p["architecture"] = architecture_key(model)
         path = export_onnx(model, example, run_dir / p["dir"] / "model.onnx").path
         onnx.setdefault(p["architecture"], path)
@@ -246,9 +249,11 @@ def sweep_job(config: ExperimentConfig, *, ratios: Sequence[float] = (), criteri
 
 def _verdict(p: Mapping[str, Any]) -> str:
     """What a point's latency shows, in words: faster / slower than base, or within whose spread."""
+    failed = ["FAILED its safety gate"] if p.get("gate") == "failed" else []
     if "base" in p["same_architecture_as"]:
-        return "same architecture as base (one timing)"
-    parts = [] if p["within_spread_of_base"] else ["faster than base" if p["speedup"] > 1 else "slower than base"]
+        return "; ".join(failed + ["same architecture as base (one timing)"])
+    parts = failed + ([] if p["within_spread_of_base"] else
+                      ["faster than base" if p["speedup"] > 1 else "slower than base"])
     peers = ["base"] * p["within_spread_of_base"] + p["within_spread_of"]
     if peers:
         parts.append("within the measured spread of " + ", ".join(peers))

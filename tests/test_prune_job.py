@@ -214,3 +214,19 @@ def test_latency_target_search_measures_onnx_runtime_until_the_target(tmp_path):
     else:
         assert ratio == pytest.approx(0.9)
     assert model.features[1][0][0].out_channels == 64  # the search prunes copies, never the model
+
+
+def test_every_model_file_records_input_size_and_classes_and_exports_alone(trained, tmp_path, capsys):
+    """`medprune export` refused the pipeline's own compressed/model.pt: it recorded no input size."""
+    config, ckpt, root = trained
+    out = root / "pruned_for_export"
+    assert main(["prune", str(config), "--checkpoint", str(ckpt), "--out", str(out)]) == 0
+    for path in (ckpt, ckpt.parent / "last.pt", out / "model.pt"):
+        record = torch.load(path, weights_only=True)
+        assert record["input_size"] == [1, 40, 40] and record["classes"] == ["healthy", "sick"], path
+    capsys.readouterr()
+    assert main(["export", str(out / "model.pt"), "--out", str(tmp_path / "m.onnx")]) == 0
+    assert "input 1x40x40" in capsys.readouterr().out
+    assert (tmp_path / "m.onnx").is_file()
+    assert main(["bench", str(out / "model.pt"), "--rounds", "3", "--json", str(tmp_path / "b.json")]) == 0
+    assert json.loads((tmp_path / "b.json").read_text())["input_size"] == [1, 40, 40]

@@ -118,19 +118,23 @@ class CompressContext:
 
         Records a ``safety_gate`` event; returns ``True`` when the drop stays within the limit.
         """
-        if not self.gate_enabled():
+        gate = self.judge(model)
+        if gate is None:
             return True
+        self.event("safety_gate", step=step, baseline_worst_class_sensitivity=gate.baseline,
+                   worst_class_sensitivity=gate.value, drop=gate.drop, limit=gate.limit,
+                   passed=gate.status == "passed", warnings=gate.warnings)
+        return gate.status == "passed"
+
+    def judge(self, model: nn.Module) -> Any:
+        """The safety gate's :class:`~medprune.compress.gate.GateResult` for ``model`` (``None`` when off)."""
+        from medprune.compress.gate import judge_gate
+
+        if not self.gate_enabled():
+            return None
         if self.baseline is None:
-            raise RuntimeError("check_safety needs the unpruned baseline: call record_baseline first")
-        metrics = self.evaluate(model)
-        base = self.baseline.get("worst_class_sensitivity")
-        now = metrics.get("worst_class_sensitivity")
-        drop = (base - now) if base is not None and now is not None else None
-        ok = drop is None or drop <= self.max_worst_class_drop + 1e-12
-        self.event("safety_gate", step=step, baseline_worst_class_sensitivity=base,
-                   worst_class_sensitivity=now, drop=drop, limit=self.max_worst_class_drop, passed=ok,
-                   balanced_accuracy=metrics.get("balanced_accuracy"))
-        return ok
+            raise RuntimeError("the safety gate needs the unpruned baseline: call record_baseline first")
+        return judge_gate(self.baseline, self.evaluate(model), self.max_worst_class_drop, what="the pruned model")
 
     def record_baseline(self, model: nn.Module) -> None:
         """Validation metrics of the unpruned model, for the safety gate."""

@@ -17,7 +17,9 @@ runs on validation images; without, on seeded random inputs (said in the outcome
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,13 +28,15 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from medprune.compress.export import ExportResult, export_onnx
+from medprune.compress.gate import GateResult, gate_file, judge_gate
 from medprune.compress.quantize import quantized_layers
 from medprune.compress.serialize import load_model
 from medprune.config import ExperimentConfig
 from medprune.engine.checkpoint import load_checkpoint
+from medprune.engine.trainer import Predictions
 from medprune.errors import ConfigError, DataError
 
-__all__ = ["ExportOutcome", "export_job", "resolve_input_size"]
+__all__ = ["ExportOutcome", "export_job", "resolve_input_size", "onnx_predictions"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,7 @@ class ExportOutcome:
     quantized: dict[str, Any] | None = None
     int8: Any = None
     notes: list[str] = field(default_factory=list)
+    int8_gate: GateResult | None = None
 
 
 def _size_from_config(data: Any) -> tuple[int, int] | None:
@@ -64,9 +69,13 @@ def _size_from_config(data: Any) -> tuple[int, int] | None:
 
 def resolve_input_size(model_file: Path, ckpt: dict[str, Any], config: ExperimentConfig | None,
                        given: tuple[int, int, int] | None) -> tuple[int, int, int]:
-    """``(C, H, W)``: ``given``, else the checkpoint's training config, else ``config``'s data section."""
+    """``(C, H, W)``: ``given``, else the size the model file records, else the checkpoint's training
+    config, else ``config``'s data section."""
     if given is not None:
         return tuple(int(v) for v in given)  # type: ignore[return-value]
+    recorded = ckpt.get("input_size")
+    if isinstance(recorded, (list, tuple)) and len(recorded) == 3:
+        return tuple(int(v) for v in recorded)  # type: ignore[return-value]
     spec = ckpt.get("model_spec") or {}
     channels = (spec.get("kwargs") or {}).get("in_chans")
     hw = None
@@ -104,11 +113,17 @@ def export_job(
     atol: float | None = None,
     min_agreement: float | None = None,
     int8_min_agreement: float | None = None,
+    accept_unsafe: bool = False,
 ) -> ExportOutcome:
     """Export ``model_file`` to ``out`` (and ``out`` with suffix ``.int8.onnx`` when ``int8``).
 
     Tolerances left ``None`` come from ``config`` (``export.*``, ``compress.quantize.parity_min_agreement``)
     or the defaults of :class:`~medprune.config.ExportConfig` / ``QuantizeConfig``.
+
+    The INT8 graph is also judged by the safety gate (:mod:`medprune.compress.gate`): its per-class
+    validation metrics in ONNX Runtime against the float model's, ``compress.safety`` as limit. A
+    graph that fails is kept as ``<out>.int8.gate_failed.onnx`` (``outcome.int8_gate.failed``)
+    unless ``accept_unsafe``.
 
     Raises:
         ConfigError: no input size can be found, or ``int8`` without a config to calibrate on.
@@ -156,7 +171,7 @@ def export_job(
         quantized = {"layers": len(layers), "bits": first.bits,
                      "act_bits": first.act.bits if first.act is not None else None}
         notes.append("the ONNX file stores the quantized weights as fp32: it is not smaller than the float model's")
-    int8_result = None
+    int8_result, int8_gate = None, None
     if int8:
         from medprune.compress.calibration import class_balanced_batches
         from medprune.compress.int8 import export_int8
@@ -171,6 +186,59 @@ def export_job(
                                   check_inputs=checks,
                                   min_agreement=(int8_min_agreement if int8_min_agreement is not None
                                                  else ec.int8_min_agreement), opset=ec.opset)
+        int8_gate = _int8_gate(model, int8_result.path, config, data)
+        if accept_unsafe:
+            int8_gate = int8_gate.accepted()
+        kept = gate_file(int8_result.path, int8_gate)
+        gate_file(int8_result.path, GateResult("failed")).unlink(missing_ok=True)  # an earlier export's verdict
+        if kept != int8_result.path:
+            os.replace(int8_result.path, kept)
+            int8_result = dataclasses.replace(int8_result, path=kept)
     return ExportOutcome(fp32=fp32, input_size=size, check_data=check_data,
                          tolerance={"rtol": rtol, "atol": atol, "min_agreement": agreement},
-                         quantized=quantized, int8=int8_result, notes=notes)
+                         quantized=quantized, int8=int8_result, notes=notes, int8_gate=int8_gate)
+
+
+def onnx_predictions(path: str | Path, dataset: Any, threads: int | None = None) -> Predictions:
+    """Softmax outputs of an ONNX graph on every sample of ``dataset``, run in ONNX Runtime (CPU).
+
+    The counterpart of :func:`medprune.engine.trainer.predict` for exported files (INT8 graphs
+    are judged and evaluated with it), in data-set order.
+    """
+    import numpy as np
+
+    from medprune.compress.export import INPUT_NAME
+    from medprune.compress.latency import ort_session
+
+    session = ort_session(path, threads)
+    loader = DataLoader(dataset, batch_size=1, shuffle=False)
+    probs, labels, indices, loss = [], [], [], 0.0
+    for x, y, idx in loader:
+        logits = session.run(None, {INPUT_NAME: x.numpy()})[0].astype(np.float64)
+        shifted = logits - logits.max(1, keepdims=True)
+        p = np.exp(shifted) / np.exp(shifted).sum(1, keepdims=True)
+        loss -= float(np.log(np.clip(p[np.arange(len(y)), y.numpy()], 1e-12, None)).sum())
+        probs.append(p)
+        labels.append(y.numpy())
+        indices.append(idx.numpy())
+    n = sum(len(i) for i in indices)
+    return Predictions(indices=np.concatenate(indices), probs=np.concatenate(probs),
+                       labels=np.concatenate(labels), loss=loss / max(1, n))
+
+
+def _int8_gate(model: torch.nn.Module, path: Path, config: ExperimentConfig, data: Any) -> GateResult:
+    """The safety gate on per-class validation metrics: the INT8 graph (ONNX Runtime) against the
+    float model (PyTorch), like pruning — top-1 agreement alone hid a 15-point balanced-accuracy loss."""
+    from medprune.compress.job import validation_metrics
+    from medprune.metrics import classification_metrics
+
+    limit = config.compress.safety.max_worst_class_drop
+    if limit is None:
+        return judge_gate({}, {}, None)
+    if "val" not in data.datasets:
+        return GateResult(status="failed", limit=limit, message="no validation split to judge the INT8 model on")
+    val = data.datasets["val"]
+    base = validation_metrics(model, val, config, torch.device("cpu"))
+    preds = onnx_predictions(path, val)
+    int8 = classification_metrics(preds.labels, preds.probs, list(config.data.classes), n_bootstrap=0)
+    return judge_gate(base, int8, limit, what="the INT8 model")

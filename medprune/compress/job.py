@@ -6,7 +6,8 @@ through the trainer, optional distillation from the unpruned model, the safety g
 worst-class sensitivity), optionally searches the ratio that meets a measured ONNX Runtime
 latency target, evaluates the pruned model on the same split and writes::
 
-    <out>/model.pt                 pruned model (medprune.load_model / medprune evaluate --checkpoint)
+    <out>/model.pt                 pruned model (medprune.load_model / medprune evaluate --checkpoint);
+                                   model.gate_failed.pt instead when it failed the safety gate
     <out>/metrics.json             pruned model, same schema as ``medprune evaluate``
     <out>/base/metrics.json        unpruned model, same split
     <out>/kept_channels.json|png   channels per layer before/after
@@ -31,6 +32,7 @@ from torch import nn
 from medprune._io import atomic_write_json
 from medprune.compress._context import CompressContext, PruneOptions
 from medprune.compress.calibration import class_balanced_batches
+from medprune.compress.gate import GateResult, gate_file, judge_gate
 from medprune.compress.importance import create_criterion
 from medprune.compress.prune import _count_macs, _count_params, layer_widths
 from medprune.compress.schedules import create_schedule
@@ -45,7 +47,7 @@ from medprune.metrics import classification_metrics
 from medprune.models._structure import build_from_spec
 
 __all__ = ["PruneOutcome", "prune_job", "load_trained_model", "example_batch", "search_latency_ratio",
-           "finetune_config"]
+           "finetune_config", "validation_metrics", "model_record"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,8 @@ class PruneOutcome:
     base_metrics: dict[str, Any]
     metrics: dict[str, Any]
     summary: dict[str, Any]
+    gate: GateResult
+    model_file: Path
 
 
 def load_trained_model(config: ExperimentConfig, checkpoint: str | Path, device: torch.device) -> nn.Module:
@@ -68,6 +72,13 @@ def load_trained_model(config: ExperimentConfig, checkpoint: str | Path, device:
     model = build_from_spec(spec, str(checkpoint)) if spec else build_model(config)
     load_model_weights(model, ckpt, checkpoint)
     return model.to(device)
+
+
+def model_record(config: ExperimentConfig) -> dict[str, Any]:
+    """``input_size`` ``(C, H, W)`` and ``classes`` of the config's models, for :func:`save_model`."""
+    h, w = config.data.image_size
+    return {"input_size": (1 if config.data.channels == "gray" else 3, int(h), int(w)),
+            "classes": list(config.data.classes)}
 
 
 def example_batch(dataset: Any, n: int = 2) -> torch.Tensor:
@@ -129,24 +140,28 @@ def search_latency_ratio(model: nn.Module, example: torch.Tensor, ctx: CompressC
     return float(chosen or 0.0), record
 
 
-def _gate_verdict(events: list[dict[str, Any]]) -> str:
-    """One line on what the safety gate did, for the summary and the console."""
+def validation_metrics(model: nn.Module, dataset: Any, config: ExperimentConfig,
+                       device: torch.device) -> dict[str, Any]:
+    """Per-class metrics on ``dataset`` without intervals: what the safety gate compares."""
+    preds = predict(model, dataset, batch_size=config.eval.batch_size or config.optim.batch_size, device=device,
+                    workers=config.runtime.workers, progress=False, desc="gate")
+    return classification_metrics(preds.labels, preds.probs, list(config.data.classes), n_bootstrap=0)
+
+
+def _backoff_note(events: list[dict[str, Any]]) -> str | None:
     acted = [e for e in events if e["event"] in ("safety_backoff", "safety_stop")]
-    if acted:
-        return "triggered: " + acted[0]["message"]
-    checks = [e for e in events if e["event"] == "safety_gate"]
-    if not checks:
-        return "off"
-    last = checks[-1]
-    if last["passed"]:
-        return f"passed (worst-class sensitivity drop {last['drop']:.3f} <= {last['limit']:.3f} on validation)"
-    return (f"FAILED: validation worst-class sensitivity fell by {last['drop']:.3f} (limit {last['limit']:.3f}); "
-            "use the iterative schedule to back off, a lower ratio, or more fine-tuning")
+    return acted[0]["message"] if acted else None
 
 
 def prune_job(config: ExperimentConfig, checkpoint: str | Path, out_dir: str | Path | None = None, *,
-              split: str = "test") -> PruneOutcome:
-    """Prune the checkpoint's model as ``config.compress`` says; evaluate base and pruned; write reports."""
+              split: str = "test", accept_unsafe: bool = False) -> PruneOutcome:
+    """Prune the checkpoint's model as ``config.compress`` says; evaluate base and pruned; write reports.
+
+    Whatever the schedule, the pruned model is judged by the safety gate (validation worst-class
+    sensitivity against the unpruned model, :mod:`medprune.compress.gate`). A model that fails it
+    is written as ``model.gate_failed.pt`` instead of ``model.pt`` (``outcome.gate.failed``), unless
+    ``accept_unsafe``, which keeps it as ``model.pt`` and records ``accepted_unsafe``.
+    """
     from medprune.report.compress_plots import plot_kept_channels, plot_sensitivity_comparison
 
     t0 = time.perf_counter()
@@ -189,9 +204,7 @@ def prune_job(config: ExperimentConfig, checkpoint: str | Path, out_dir: str | P
         return trainer.model
 
     def validate(m: nn.Module) -> dict[str, Any]:
-        preds = predict(m, data.datasets["val"], batch_size=config.eval.batch_size or config.optim.batch_size,
-                        device=device, workers=config.runtime.workers, progress=False, desc="gate")
-        return classification_metrics(preds.labels, preds.probs, list(config.data.classes), n_bootstrap=0)
+        return validation_metrics(m, data.datasets["val"], config, device)
 
     options = PruneOptions(ratio=cc.ratio, layer_ratios=dict(cc.layer_ratios), global_pruning=cc.global_pruning,
                            round_to=cc.round_to, protect=tuple(cc.protect), max_layer_ratio=cc.max_layer_ratio)
@@ -208,6 +221,7 @@ def prune_job(config: ExperimentConfig, checkpoint: str | Path, out_dir: str | P
         ctx.event("latency_target", **{k: v for k, v in latency_record.items() if k != "steps"})
     widths_before = layer_widths(model)
     macs_before, params_before = _count_macs(model, example, None), _count_params(model)
+    ctx.record_baseline(model)
     t_prune = time.perf_counter()
     try:
         pruned = schedule(ctx)
@@ -215,6 +229,13 @@ def prune_job(config: ExperimentConfig, checkpoint: str | Path, out_dir: str | P
         raise PruningError(f"{config.source}: compress: {exc}") from None
     prune_seconds = time.perf_counter() - t_prune
     pruned = pruned.to(device).eval()
+    gate = ctx.judge(pruned) or judge_gate({}, {}, None)
+    ctx.event("safety_gate", step="final", **{k: v for k, v in gate.to_dict().items() if k != "message"})
+    backoff = _backoff_note(ctx.events)
+    if backoff and gate.status == "passed":
+        gate.message = f"{gate.message}; {backoff}"
+    if accept_unsafe:
+        gate = gate.accepted()
     kept = {n: (widths_before.get(n, w), w) for n, w in layer_widths(pruned).items()}
     summary: dict[str, Any] = {
         "criterion": cc.criterion, "criterion_options": cc.criterion_options, "schedule": cc.schedule,
@@ -226,11 +247,17 @@ def prune_job(config: ExperimentConfig, checkpoint: str | Path, out_dir: str | P
         "events": ctx.events, "latency_search": latency_record, "synthetic_data": data.synthetic,
     }
     summary["macs_reduction"] = summary["macs_before"] / max(1, summary["macs_after"])
-    summary["safety_gate"] = _gate_verdict(ctx.events)
-    save_model(pruned, out / "model.pt", extra={"prune": {k: summary[k] for k in (
-        "criterion", "schedule", "ratio", "macs_before", "macs_after")}})
+    summary["gate"] = gate.to_dict()
+    summary["safety_gate"] = gate.message
+    model_file = gate_file(out / "model.pt", gate)
+    for stale in {out / "model.pt", gate_file(out / "model.pt", GateResult("failed"))} - {model_file}:
+        stale.unlink(missing_ok=True)
+    summary["model_file"] = model_file.name
+    save_model(pruned, model_file, extra={"prune": {k: summary[k] for k in (
+        "criterion", "schedule", "ratio", "macs_before", "macs_after")}, "gate": gate.to_dict()},
+        **model_record(config))
     metrics = evaluate_model(pruned, data.datasets[split], config, out, device=device, split=split,
-                             synthetic=data.synthetic, extra={"checkpoint": str(out / "model.pt"), "stage": "pruned"})
+                             synthetic=data.synthetic, extra={"checkpoint": str(model_file), "stage": "pruned"})
     atomic_write_json(out / "kept_channels.json", {n: {"before": b, "after": a} for n, (b, a) in kept.items()})
     note = " (synthetic phantom data)" if data.synthetic else ""
     plot_kept_channels(kept, out / "kept_channels.png", title=f"Channels per layer: {cc.criterion}, {cc.schedule}")
@@ -238,4 +265,5 @@ def prune_job(config: ExperimentConfig, checkpoint: str | Path, out_dir: str | P
                                 title=f"Per-class sensitivity, base vs pruned, {split} split{note}")
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     atomic_write_json(out / "prune_summary.json", summary)
-    return PruneOutcome(out_dir=out, model=pruned, base_metrics=base_metrics, metrics=metrics, summary=summary)
+    return PruneOutcome(out_dir=out, model=pruned, base_metrics=base_metrics, metrics=metrics, summary=summary,
+                        gate=gate, model_file=model_file)

@@ -535,7 +535,8 @@ def bench_file(
     """:func:`bench_model` for a medprune model file, or ONNX Runtime figures for an ``.onnx`` file.
 
     A medprune file is rebuilt with :func:`medprune.compress.serialize.load_model` (pruned widths
-    included); ``input_size`` defaults to the model's ``default_input_size``. For an ``.onnx``
+    included); ``input_size`` defaults to the size the file records (every model file medprune
+    writes does), else the model's ``default_input_size``. For an ``.onnx``
     file only ONNX Runtime is timed; ``params`` counts the floating-point initializers (BatchNorm
     is folded into the convolutions there, so it can be lower than the PyTorch count) and
     ``macs`` is ``None``; ``input_size`` defaults to the graph's static input shape.
@@ -553,8 +554,11 @@ def bench_file(
     if path.suffix.lower() != ".onnx":
         from medprune.compress.serialize import load_model
 
+        from medprune.engine.checkpoint import load_checkpoint
+
         model = load_model(path)
-        size = input_size or getattr(model, "default_input_size", None)
+        recorded = load_checkpoint(path).get("input_size")  # what the model was trained on
+        size = input_size or recorded or getattr(model, "default_input_size", None)
         if size is None:
             raise ValueError(f"{path}: the model has no default_input_size; pass input_size (C, H, W)")
         result = bench_model(model, tuple(size), model_file=path, **kw)

@@ -48,7 +48,11 @@ def _step_ratio(total: float, k: int, steps: int) -> float:
 
 @SCHEDULES.register("oneshot")
 class OneShot(Schedule):
-    """Prune once to the target ratio, then fine-tune (``finetune_epochs`` overrides the config)."""
+    """Prune once to the target ratio, then fine-tune (``finetune_epochs`` overrides the config).
+
+    The job behind it (:func:`medprune.compress.job.prune_job`) then judges the result with the
+    safety gate, as it does for every schedule.
+    """
 
     name = "oneshot"
 
@@ -61,9 +65,8 @@ class OneShot(Schedule):
         ctx.event("prune", step=1, ratio=ctx.options.ratio, macs_before=result.macs_before,
                   macs_after=result.macs_after, params_after=result.params_after)
         epochs = ctx.finetune_epochs if self.finetune_epochs is None else self.finetune_epochs
-        model = ctx.run_finetune(result.model, epochs, (), "finetune")
-        ctx.check_safety(model, "final")
-        return model
+        # The job judges the returned model with the safety gate, whatever the schedule.
+        return ctx.run_finetune(result.model, epochs, (), "finetune")
 
 
 @SCHEDULES.register("iterative")

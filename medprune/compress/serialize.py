@@ -16,7 +16,7 @@ Example::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -37,13 +37,22 @@ def model_spec(model: nn.Module) -> dict[str, Any]:
     return {**spec, "structure": capture_structure(model)}
 
 
-def save_model(model: nn.Module, path: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
+def save_model(model: nn.Module, path: str | Path, *, extra: dict[str, Any] | None = None,
+               input_size: Sequence[int] | None = None, classes: Sequence[str] | None = None) -> Path:
     """Write ``model`` (architecture record + state dict) to ``path`` atomically.
 
-    ``extra`` adds plain (JSON-like) entries, e.g. the pruning summary.
+    ``input_size`` ``(C, H, W)`` and ``classes`` are recorded so the file is usable on its own —
+    ``medprune export``, ``bench`` and ``predict`` need no config to know what the model eats and
+    what its outputs mean; every model file medprune writes records both. ``extra`` adds plain
+    (JSON-like) entries, e.g. the pruning summary.
     """
-    payload = {"kind": "weights", "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-               "model_spec": model_spec(model), **(extra or {})}
+    payload: dict[str, Any] = {"kind": "weights",
+                               "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                               "model_spec": model_spec(model), **(extra or {})}
+    if input_size is not None:
+        payload["input_size"] = [int(v) for v in input_size]
+    if classes is not None:
+        payload["classes"] = [str(c) for c in classes]
     return save_checkpoint(path, payload)
 
 

@@ -252,7 +252,14 @@ class Trainer:
             "stopped": self.stopped,
             "history": self.history,
             "config": self.config.to_dict(),
+            **self._model_record(),
         }
+
+    def _model_record(self) -> dict[str, Any]:
+        """What the model eats and what its outputs mean, so a checkpoint is usable on its own."""
+        h, w = self.config.data.image_size
+        return {"input_size": [1 if self.config.data.channels == "gray" else 3, int(h), int(w)],
+                "classes": list(self.classes)}
 
     def load_state(self, ckpt: dict[str, Any], source: str | Path) -> None:
         """Restore a state written by :meth:`state`."""
@@ -415,7 +422,7 @@ class Trainer:
                 save_checkpoint(self.ckpt_dir / "best.pt", {
                     "kind": "weights", "epoch": self.epoch, "model": _unwrap(self.model).state_dict(),
                     "model_spec": self.model_spec, "best": {"metric": self.metric, "value": self.best_value},
-                    "config": self.config.to_dict()})
+                    "config": self.config.to_dict(), **self._model_record()})
             with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
             self._log_tensorboard(record)
