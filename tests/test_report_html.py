@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from medprune.errors import DataError
-from medprune.metrics import classification_metrics
+from medprune.metrics import classification_metrics, write_predictions_csv
 from medprune.metrics.classification import PER_CLASS_METRICS
 from medprune.report import (
     TradeoffPoint,
@@ -42,6 +42,26 @@ def _metrics(classes: list[str], seed: int, signal: float, synthetic: bool = Tru
     result = classification_metrics(y, probs, classes, patient_ids=[f"p{i // 4}" for i in range(n)],
                                     n_bootstrap=50, seed=seed)
     return {"split": "test", "synthetic_data": synthetic, **result}
+
+
+def _evaluate(folder: Path, classes: list[str], seed: int, signal: float, *, only: int | None = None,
+              n: int = 120, per_patient: int = 4) -> dict:
+    """Write ``metrics.json`` and ``predictions.csv`` of a model into ``folder``; ``only``: predict one class."""
+    rng = np.random.default_rng(seed)
+    k = len(classes)
+    y = (np.arange(n) // per_patient) % k
+    logits = rng.normal(size=(n, k))
+    logits[np.arange(n), y] += signal
+    if only is not None:
+        logits[:, only] += 50.0
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    pids = [f"p{i // per_patient}" for i in range(n)]
+    metrics = {"split": "test", "synthetic_data": True,
+               **classification_metrics(y, probs, classes, patient_ids=pids, n_bootstrap=50, seed=seed)}
+    _write(folder / "metrics.json", metrics)
+    write_predictions_csv(folder / "predictions.csv", np.arange(n), None, pids, y, probs, classes)
+    return metrics
 
 
 def _write(path: Path, obj: object) -> None:
@@ -168,11 +188,12 @@ def test_banner_table_and_provenance(full_run) -> None:
     cls = classes[-1]
     value, ci = base["per_class"][cls]["npv"], base["ci"][f"per_class.{cls}.npv"]
     assert f"{value:.3f} <span class=\"ci\">[{ci[0]:.3f}, {ci[1]:.3f}]</span>" in text
-    # ▼ marks exactly the compressed cells below the base model's interval (the legend holds one more).
+    # ▼ marks exactly the compressed cells below the base model's interval (the legend holds one more);
+    # ECE (lower is better) has its row too, where ▼ is an improvement.
     expected = 0
     for folder in ("compressed", "quantized"):
         m = json.loads((root / folder / "metrics.json").read_text())
-        rows = [(m[k], base["ci"][k]) for k in ("balanced_accuracy", "macro_f1", "worst_class_sensitivity")]
+        rows = [(m[k], base["ci"][k]) for k in ("balanced_accuracy", "macro_f1", "worst_class_sensitivity", "ece")]
         rows += [(m["per_class"][c][q], base["ci"][f"per_class.{c}.{q}"]) for c in classes for q in PER_CLASS_METRICS]
         expected += sum(v is not None and c is not None and v < c[0] for v, c in rows)
     assert text.count("▼") == expected + 1 and expected > 0
@@ -282,9 +303,68 @@ def test_latency_and_size_plot(tmp_path) -> None:
               "pruned": {"file_bytes": 3.9e5, "onnx_bytes": 3.8e5,
                          "latency_ms": {"torch": _latency(10.0), "onnxruntime": _latency(5.0)}},
               "pruned INT8": {"onnx_bytes": 1.2e5, "latency_ms": {"onnxruntime": _latency(4.0)}}}
-    assert _png_shape(plot_latency_and_size(models, tmp_path / "lat.png"))[1] > 400
-    assert _png_shape(plot_latency_and_size({"base": {"file_bytes": 1e6}}, tmp_path / "size_only.png"))[0] > 100
+    assert _png_shape(plot_latency_and_size(models, tmp_path / "lat.png").path)[1] > 400
+    assert _png_shape(plot_latency_and_size({"base": {"file_bytes": 1e6}}, tmp_path / "size_only.png").path)[0] > 100
     with pytest.raises(DataError, match="no model has a measured latency or a file size"):
         plot_latency_and_size({"base": {}}, tmp_path / "bad.png")
     with pytest.raises(DataError, match="no models"):
         plot_latency_and_size({}, tmp_path / "bad.png")
+
+
+# ----------------------------------------------------------------------------- curves, ROC, calibration, latency
+
+
+def _log(path: Path, val_losses: list[float]) -> None:
+    rows = [{"epoch": i + 1, "lr": 0.01, "train_loss": 0.8 - 0.03 * i, "val_loss": v, "val_balanced_accuracy": 0.6,
+             "val_worst_class_sensitivity": 0.4, "val_sensitivity_sick": 0.4} for i, v in enumerate(val_losses)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def test_curves_roc_and_calibration_sections(tmp_path) -> None:
+    from medprune.report import plot_training_curves
+    from medprune.report._run_dir import load_run_dir
+
+    root = _make_run(tmp_path / "run", TWO)
+    _log(root / "metrics.jsonl", [0.7, 97.5, 0.5, 0.45, 0.4, 0.35, 0.3])
+    for folder in ("compressed/finetune_step10", "compressed/finetune_step2", "compressed/finetune",
+                   "quantized/finetune"):
+        _log(root / folder / "metrics.jsonl", [0.5, 0.45, 0.4])
+    for folder, seed, signal in (("", 0, 2.5), ("compressed", 1, 1.2), ("quantized", 2, 1.1)):
+        _evaluate(root / folder, TWO, seed, signal)
+    text = write_report(root).read_text(encoding="utf-8")
+    images = _data_uris(text)
+    for name in ("report_training_curves.png", "report_roc.png", "report_reliability.png"):
+        assert (root / name).read_bytes() in images
+    assert len(images) == 11  # the 8 of a run without logs or predictions, and these 3
+    assert "ROC of the minority class, sick (with two classes the other curve is its mirror)" in text
+
+    # The curves figure holds the base training and every fine-tuning, in pipeline order.
+    data = load_run_dir(root)
+    logs = [log for model in data.models for log in model.logs]
+    assert [log.label for log in logs] == ["base training", "compressed/finetune", "compressed/finetune_step2",
+                                           "compressed/finetune_step10", "quantized/finetune"]
+    plotted = plot_training_curves(logs, tmp_path / "curves.png")
+    assert plotted.panels[0].yscale == "log"
+    assert sum(s.endswith(("train loss", "val loss")) for s in plotted.panels[0].series) == 10
+    assert plotted.values["base training / val_loss outliers"] == 1
+    assert "97.5 at epoch 2" in json.loads((root / "report_warnings.json").read_text())[0]["message"]
+
+
+def test_latency_one_panel_per_runtime(tmp_path) -> None:
+    models = {"base": {"file_bytes": 1.2e6, "onnx_bytes": 1.1e6,
+                       "latency_ms": {"torch": _latency(200.0), "onnxruntime": _latency(12.0)}},
+              "pruned": {"file_bytes": 3.9e5, "onnx_bytes": 3.8e5,
+                         "latency_ms": {"torch": _latency(100.0), "onnxruntime": _latency(5.0)}},
+              "pruned · INT8 ONNX": {"onnx_bytes": 1.2e5, "latency_ms": {"onnxruntime": _latency(1.5)}}}
+    plotted = plot_latency_and_size(models, tmp_path / "lat.png", speedups={"pruned": {"onnxruntime": 2.3}})
+    torch_, ort, size = plotted.panels
+    assert (torch_.title, ort.title, size.title) == ("PyTorch latency", "ONNX Runtime latency", "Size on disk")
+    assert {p.yscale for p in plotted.panels} == {"linear"}  # each runtime on its own axis
+    assert torch_.series == ("base", "pruned") and ort.series == ("base", "pruned", "pruned · INT8 ONNX")
+    assert plotted.values["pruned / onnxruntime speed-up"] == 2.3  # bench.json's paired estimate wins
+    assert plotted.values["pruned · INT8 ONNX / onnxruntime speed-up"] == 8.0  # 12 / 1.5
+    assert plotted.values["pruned / torch speed-up"] == 2.0
+    only_ort = plot_latency_and_size({"base": models["base"] | {"latency_ms": {"onnxruntime": _latency(3.0)}}},
+                                     tmp_path / "ort.png")
+    assert [p.title for p in only_ort.panels] == ["ONNX Runtime latency", "Size on disk"]

@@ -87,3 +87,120 @@ def test_roc_bad_shapes(tmp_path) -> None:
         plot_roc(y[:-1], probs, ["a", "b", "c"], tmp_path / "roc.png")
     with pytest.raises(DataError, match=r"integer labels in 0\.\.2"):
         plot_roc(y + 1, probs, ["a", "b", "c"], tmp_path / "roc.png")
+
+
+# ----------------------------------------------------------------------------- comparison plots
+
+
+def _predictions(seed: int, n: int, classes: list[str], signal: float = 1.0):
+    from medprune.metrics import Predictions
+
+    y, probs = _probs(seed, n, len(classes))
+    rng = np.random.default_rng(seed + 100)
+    logits = np.log(probs) + rng.normal(scale=1.0 / signal, size=probs.shape)
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return Predictions(np.arange(n), None, np.array([f"p{i // 3}" for i in range(n)]), y.astype(np.int64), p,
+                       list(classes))
+
+
+@pytest.mark.parametrize("classes", [["healthy", "sick"], ["normal", "benign", "malignant"]])
+def test_roc_comparison_auc_matches_sklearn(tmp_path, classes: list[str]) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from medprune.report import plot_roc_comparison
+
+    models = {"base": _predictions(0, 150, classes, 2.0), "pruned": _predictions(0, 150, classes, 0.7),
+              "pruned · INT8 ONNX": _predictions(0, 150, classes, 0.5)}
+    ci = {"base": {classes[-1]: (0.81, 0.93)}}
+    plotted = plot_roc_comparison(models, classes, tmp_path / "roc.png", auc_ci=ci)
+    _read_png(plotted.path)
+    assert len(plotted.panels) == len(classes)
+    for panel, cls in zip(plotted.panels, classes):
+        assert panel.title.startswith(f"{cls} vs rest")
+        assert len(panel.series) == 3  # every model on the same axes
+        for label, series in zip(models, panel.series):
+            pred = models[label]
+            auc = roc_auc_score(pred.y_true == classes.index(cls), pred.probs[:, classes.index(cls)])
+            assert plotted.values[f"{label} / {cls}"] == pytest.approx(auc, abs=1e-12)
+            expected = f"{label}: AUC {auc:.3f}" + (" [0.810, 0.930]" if (label, cls) == ("base", classes[-1]) else "")
+            assert series == expected
+
+
+def test_roc_comparison_undefined_class_and_bad_class(tmp_path) -> None:
+    from medprune.errors import DataError
+    from medprune.report import plot_roc_comparison
+
+    pred = _predictions(1, 60, ["a", "b", "c"])
+    pred.y_true[pred.y_true == 2] = 0  # "c" absent from the test set: no curve
+    plotted = plot_roc_comparison({"base": pred}, ["c"], tmp_path / "roc.png")
+    assert plotted.panels[0].series == ("base: AUC undefined (n=0)",) and plotted.values == {}
+    with pytest.raises(DataError, match="predictions of 'base' have no class 'x'"):
+        plot_roc_comparison({"base": pred}, ["x"], tmp_path / "roc.png")
+
+
+def test_reliability_ece_matches_the_metric(tmp_path) -> None:
+    from medprune.metrics import classification_metrics
+    from medprune.report import plot_reliability
+
+    classes = ["healthy", "sick"]
+    models = {"base": _predictions(2, 200, classes, 2.0), "pruned": _predictions(3, 200, classes, 0.6)}
+    plotted = plot_reliability(models, tmp_path / "rel.png", n_bins=10, ece={"pruned": (0.123, (0.1, 0.2))})
+    _read_png(plotted.path)
+    base = models["base"]
+    expected = classification_metrics(base.y_true, base.probs, classes, n_bootstrap=0, ece_bins=10)["ece"]
+    assert plotted.values["base / ece"] == pytest.approx(expected, abs=1e-12)  # same bins as the metric
+    assert plotted.values["pruned / ece"] == 0.123
+    assert plotted.panels[0].series == (f"base: ECE {expected:.3f}", "pruned: ECE 0.123 [0.100, 0.200]")
+    assert [p.title for p in plotted.panels] == ["Reliability (on the diagonal = calibrated; below = over-confident)",
+                                                 "Images per confidence bin"]
+
+
+def _log(path, label: str, val_losses: list[float]):
+    import json
+
+    from medprune.report import read_training_log
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [{"epoch": i + 1, "train_loss": 0.8 - 0.03 * i, "val_loss": v, "val_balanced_accuracy": 0.5 + 0.02 * i,
+             "val_worst_class_sensitivity": 0.3 + 0.03 * i, "lr": 0.01} for i, v in enumerate(val_losses)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + "\n", encoding="utf-8")
+    return read_training_log(path, label)
+
+
+def test_training_curves_log_scale_series_and_outliers(tmp_path) -> None:
+    from medprune.report import loss_outliers, plot_training_curves
+
+    assert loss_outliers([0.7, 97.5, 0.4, 0.3]) == [1]
+    assert loss_outliers([0.7, float("nan")]) == [1] and loss_outliers([0.7, None, 9.0]) == []
+    logs = [_log(tmp_path / "metrics.jsonl", "base training", [0.7, 97.5, 0.5, 0.45, 0.4, 0.35, 0.3]),
+            _log(tmp_path / "compressed/finetune/metrics.jsonl", "compressed/finetune", [0.5, 0.45, 0.4]),
+            _log(tmp_path / "quantized/finetune/metrics.jsonl", "quantized/finetune", [0.6, float("inf"), 0.5])]
+    plotted = plot_training_curves(logs, tmp_path / "curves.png")
+    _read_png(plotted.path)
+    loss, metric = plotted.panels
+    assert loss.yscale == "log" and metric.yscale == "linear"
+    names = [f"{log.label}: {what}" for log in logs for what in ("train loss", "val loss")]
+    series = list(loss.series)
+    series.remove("loss outlier (> 10× median, or NaN)")  # one legend entry for every marked epoch
+    assert series == names
+    assert list(metric.series) == [f"{log.label}: {what}" for log in logs
+                                   for what in ("val balanced accuracy", "val worst-class sensitivity")]
+    assert plotted.values["base training / epochs"] == 7 and plotted.values["base training / val_loss outliers"] == 1
+    assert plotted.values["quantized/finetune / val_loss outliers"] == 1
+    assert plotted.values["compressed/finetune / val_loss outliers"] == 0
+
+
+def test_training_log_errors_name_file_and_line(tmp_path) -> None:
+    from medprune.errors import DataError
+    from medprune.report import plot_training_curves, read_training_log
+
+    bad = tmp_path / "metrics.jsonl"
+    bad.write_text('{"epoch": 1}\n[1, 2]\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"metrics.jsonl: line 2 is not a JSON object"):
+        read_training_log(bad, "base")
+    bad.write_text('{"epoch": 1}\n{oops\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"metrics.jsonl: line 2 is not JSON"):
+        read_training_log(bad, "base")
+    bad.write_text("", encoding="utf-8")
+    with pytest.raises(DataError, match="no training log has an epoch"):
+        plot_training_curves([read_training_log(bad, "base")], tmp_path / "c.png")

@@ -1,4 +1,11 @@
-"""Evaluation plots for the report: confusion matrix and one-vs-rest ROC curves.
+"""Evaluation plots for the report: confusion matrix, ROC curves, reliability diagram.
+
+:func:`plot_confusion_matrix` and :func:`plot_roc` draw one model; :func:`plot_roc_comparison`
+draws the base and every compressed model on the same axes per class, with each AUC and its
+interval in the legend; :func:`plot_reliability` compares calibration (accuracy against
+confidence). The comparison plots return a :class:`Plotted` — the written path plus what was
+drawn on each panel (scales, series labels, the numbers printed) — so a caller or a test can check
+the figure says what the data say without reading pixels.
 
 Figures are built with ``matplotlib.figure.Figure`` and the Agg canvas directly, so importing or
 calling this module never touches pyplot's global state or the process-wide backend, and no figure
@@ -13,7 +20,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +32,10 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from medprune._io import atomic_write
 from medprune.errors import DataError
+from medprune.metrics.predictions import Predictions
 
-__all__ = ["plot_confusion_matrix", "plot_roc"]
+__all__ = ["Panel", "Plotted", "save_figure", "plot_confusion_matrix", "plot_roc", "plot_roc_comparison",
+           "plot_reliability"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,17 +56,66 @@ def _check_classes(classes: Sequence[str], what: str) -> list[str]:
     return names
 
 
-def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
-    """Render ``fig`` with the Agg canvas and write it atomically in the suffix's format."""
+@dataclass(frozen=True)
+class Panel:
+    """One drawn panel: its title, axis scales and the labels of the series it shows, in drawing order."""
+
+    title: str
+    xscale: str
+    yscale: str
+    series: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Plotted:
+    """A written figure and what it shows.
+
+    ``path`` is the file; ``panels`` the visible panels in reading order; ``values`` the numbers
+    the figure prints, keyed as each plot function documents (e.g. ``"base / sick"`` → AUC).
+    ``os.fspath(plotted)`` is the path, so a ``Plotted`` goes wherever a path does.
+    """
+
+    path: Path
+    panels: tuple[Panel, ...]
+    values: Mapping[str, float] = field(default_factory=dict)
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+
+def _describe(fig: Figure) -> tuple[Panel, ...]:
+    panels = []
+    for ax in fig.axes:
+        if not ax.get_visible() or not ax.axison:
+            continue
+        _, labels = ax.get_legend_handles_labels()
+        panels.append(Panel(ax.get_title(), ax.get_xscale(), ax.get_yscale(), tuple(labels)))
+    return tuple(panels)
+
+
+def save_figure(fig: Figure, path: str | os.PathLike[str], values: Mapping[str, float] | None = None) -> Plotted:
+    """Render ``fig`` with the Agg canvas, write it atomically in the suffix's format, describe it.
+
+    Raises:
+        DataError: if the suffix is not .png/.pdf/.svg.
+    """
     target = Path(path)
     fmt = _FORMATS.get(target.suffix.lower())
     if fmt is None:
+        fig.clear()
         raise DataError(f"{target}: unsupported plot format {target.suffix!r}; use one of {', '.join(_FORMATS)}")
+    panels = _describe(fig)
     FigureCanvasAgg(fig)
     try:
-        return atomic_write(target, lambda tmp: fig.savefig(tmp, format=fmt, dpi=_DPI, bbox_inches="tight"))
+        written = atomic_write(target, lambda tmp: fig.savefig(tmp, format=fmt, dpi=_DPI, bbox_inches="tight"))
     finally:
         fig.clear()
+    return Plotted(written, panels, dict(values or {}))
+
+
+def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
+    """Write ``fig`` and return only the path (the figures that predate :class:`Plotted`)."""
+    return save_figure(fig, path).path
 
 
 def plot_confusion_matrix(
@@ -167,3 +226,153 @@ def plot_roc(
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(True, linewidth=0.4, alpha=0.5)
     return _save(fig, path)
+
+
+def _class_column(pred: Predictions, label: str, cls: str, what: str) -> int:
+    if cls not in pred.classes:
+        raise DataError(f"{what}: predictions of {label!r} have no class {cls!r} (classes {pred.classes})")
+    return pred.classes.index(cls)
+
+
+def _colour(colours: Mapping[str, str] | None, label: str, index: int) -> str:
+    return (colours or {}).get(label, f"C{index % 10}")
+
+
+def plot_roc_comparison(
+    models: Mapping[str, Predictions],
+    classes: Sequence[str],
+    path: str | os.PathLike[str],
+    *,
+    auc_ci: Mapping[str, Mapping[str, tuple[float, float] | None]] | None = None,
+    colours: Mapping[str, str] | None = None,
+    title: str | None = None,
+) -> Plotted:
+    """One-vs-rest ROC of every model on the same axes, one panel per class in ``classes``.
+
+    ``models`` maps a model label to its test-split predictions (``predictions.csv``), the first
+    being the reference (drawn thicker). Each legend entry reads ``"<model>: AUC 0.912 [0.85,
+    0.96]"``: the AUC is scikit-learn's ``roc_auc_score`` on those predictions, the interval is
+    ``auc_ci[model][class]`` when given (the bootstrap interval of the model's ``metrics.json``).
+    A class a model's test set does not contain, or contains only, has no curve ("AUC
+    undefined"). ``values["<model> / <class>"]`` holds every drawn AUC. Returns a :class:`Plotted`.
+
+    Raises:
+        DataError: if ``models`` or ``classes`` is empty, a model's predictions lack a class (the
+            message names both), or the suffix is not .png/.pdf/.svg.
+    """
+    names = [str(c) for c in classes]
+    if not models or not names:
+        raise DataError("plot_roc_comparison: need at least one model and one class")
+    ncols = min(3, len(names))
+    nrows = -(-len(names) // ncols)
+    fig = Figure(figsize=(4.6 * ncols, 4.5 * nrows + 0.4))
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    values: dict[str, float] = {}
+    for ax, cls in zip(axes, names):
+        ax.plot([0, 1], [0, 1], linestyle="--", color="0.6", linewidth=1)
+        counts = ""
+        for j, (label, pred) in enumerate(models.items()):
+            column = _class_column(pred, label, cls, "plot_roc_comparison")
+            positive = pred.y_true == column
+            n_pos = int(positive.sum())
+            if j == 0:
+                counts = f" ({n_pos} of {positive.size} images)"
+            if n_pos == 0 or n_pos == positive.size:
+                ax.plot([], [], linestyle="none", label=f"{label}: AUC undefined (n={n_pos})")
+                continue
+            fpr, tpr, _ = roc_curve(positive, pred.probs[:, column])
+            auc = float(roc_auc_score(positive, pred.probs[:, column]))
+            values[f"{label} / {cls}"] = auc
+            ci = ((auc_ci or {}).get(label) or {}).get(cls)
+            text = f"{label}: AUC {auc:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci is not None else "")
+            ax.plot(fpr, tpr, color=_colour(colours, label, j), linewidth=2.2 if j == 0 else 1.4,
+                    drawstyle="steps-post", label=text)
+        ax.set_xlim(-0.01, 1.01)
+        ax.set_ylim(-0.01, 1.01)
+        ax.set_aspect("equal")
+        ax.set_xlabel("1 − specificity (false-positive rate)", fontsize=8)
+        ax.set_ylabel(f"sensitivity for {cls}", fontsize=8)
+        ax.set_title(f"{cls} vs rest{counts}", fontsize=9)
+        ax.legend(loc="lower right", fontsize=7)
+        ax.grid(True, linewidth=0.4, alpha=0.5)
+        ax.tick_params(labelsize=8)
+    for ax in axes[len(names):]:
+        ax.set_visible(False)
+    fig.suptitle(title if title is not None else "ROC, one-vs-rest, base vs compressed (legend: AUC [95 % CI])",
+                 fontsize=10)
+    return save_figure(fig, path, values)
+
+
+def _reliability_bins(pred: Predictions, n_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per bin (equal width, right-closed on [0, 1]): image count, mean confidence, accuracy."""
+    conf = pred.probs.max(axis=1)
+    correct = (pred.probs.argmax(axis=1) == pred.y_true).astype(np.float64)
+    index = np.searchsorted(np.linspace(0.0, 1.0, n_bins + 1)[1:-1], conf, side="left")
+    count = np.bincount(index, minlength=n_bins).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf = np.bincount(index, weights=conf, minlength=n_bins) / count
+        accuracy = np.bincount(index, weights=correct, minlength=n_bins) / count
+    return count, mean_conf, accuracy
+
+
+def plot_reliability(
+    models: Mapping[str, Predictions],
+    path: str | os.PathLike[str],
+    *,
+    n_bins: int = 10,
+    ece: Mapping[str, tuple[float | None, tuple[float, float] | None]] | None = None,
+    colours: Mapping[str, str] | None = None,
+    title: str | None = None,
+) -> Plotted:
+    """Reliability diagram: accuracy against confidence per bin for every model, and how many images each bin holds.
+
+    A calibrated model lies on the diagonal; below it the model is over-confident. Bins are
+    ``n_bins`` equal-width, right-closed intervals of the top-class probability on [0, 1] (empty
+    bins are skipped). The legend gives each model's ECE: ``ece[model] = (value, interval)`` when
+    given (the ``metrics.json`` value, so figure and table agree), else the ECE over the drawn
+    bins. ``values["<model> / ece"]`` holds the printed ECE. Returns a :class:`Plotted`.
+
+    Raises:
+        DataError: if ``models`` is empty, ``n_bins < 2``, a model has no predictions, or the
+            suffix is not .png/.pdf/.svg.
+    """
+    if not models:
+        raise DataError("plot_reliability: need at least one model")
+    if n_bins < 2:
+        raise DataError(f"plot_reliability: n_bins must be at least 2, got {n_bins}")
+    fig = Figure(figsize=(5.6, 6.4))
+    top, bottom = fig.subplots(2, 1, gridspec_kw={"height_ratios": (3, 1)}, sharex=True)
+    top.plot([0, 1], [0, 1], linestyle="--", color="0.6", linewidth=1)
+    values: dict[str, float] = {}
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    for j, (label, pred) in enumerate(models.items()):
+        if pred.y_true.size == 0:
+            raise DataError(f"plot_reliability: {label!r} has no predictions")
+        count, mean_conf, accuracy = _reliability_bins(pred, n_bins)
+        filled = count > 0
+        given = (ece or {}).get(label)
+        if given is not None and given[0] is not None:
+            value, ci = float(given[0]), given[1]
+        else:
+            value, ci = float(np.sum(count[filled] * np.abs(accuracy[filled] - mean_conf[filled])) / count.sum()), None
+        values[f"{label} / ece"] = value
+        text = f"{label}: ECE {value:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci is not None else "")
+        colour = _colour(colours, label, j)
+        top.plot(mean_conf[filled], accuracy[filled], marker="o", markersize=4, color=colour,
+                 linewidth=2.0 if j == 0 else 1.3, label=text)
+        bottom.stairs(count / count.sum(), edges, color=colour, linewidth=1.3, label=label)
+    top.set_xlim(-0.01, 1.01)
+    top.set_ylim(-0.02, 1.02)
+    top.set_ylabel("accuracy in the bin", fontsize=8)
+    top.set_title("Reliability (on the diagonal = calibrated; below = over-confident)", fontsize=9)
+    top.legend(loc="upper left", fontsize=7)
+    top.grid(True, linewidth=0.4, alpha=0.5)
+    bottom.set_xlabel("confidence (top-class probability)", fontsize=8)
+    bottom.set_ylabel("share of images", fontsize=8)
+    bottom.set_title("Images per confidence bin", fontsize=9)
+    bottom.grid(True, linewidth=0.4, alpha=0.5)
+    for ax in (top, bottom):
+        ax.tick_params(labelsize=8)
+    fig.suptitle(title if title is not None else "Calibration, base vs compressed (legend: ECE [95 % CI])",
+                 fontsize=10)
+    return save_figure(fig, path, values)

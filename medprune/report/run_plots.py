@@ -7,8 +7,9 @@ always the reference):
   per class, with the bootstrap 95 % intervals of ``metrics.json`` as error bars;
 * :func:`plot_tradeoff` — balanced accuracy and worst-class sensitivity against cost (MACs or
   measured ONNX Runtime latency), with the points of a pruning sweep and their frontier;
-* :func:`plot_latency_and_size` — measured latency (PyTorch, ONNX Runtime, INT8) and file sizes
-  as bars, each labelled with its speed-up or size reduction against the base model.
+* :func:`plot_latency_and_size` — measured latency, one panel (and linear axis) per runtime so
+  the INT8 and ONNX Runtime bars stay readable beside PyTorch's, and file sizes, each bar
+  labelled with its speed-up or size reduction against the base model.
 
 Like :mod:`medprune.report.plots`, figures use the Agg canvas directly (no pyplot state) and are
 written atomically; the format follows the path's suffix (.png, .pdf, .svg).
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +31,7 @@ from matplotlib.figure import Figure
 from medprune.errors import DataError
 from medprune.metrics.classification import PER_CLASS_METRICS
 from medprune.report.compress_plots import _BASE_COLOUR, _COMPRESSED_COLOUR, per_class_point
-from medprune.report.plots import _save
+from medprune.report.plots import Plotted, save_figure
 
 __all__ = ["TradeoffPoint", "plot_per_class_metrics", "plot_tradeoff", "plot_latency_and_size", "model_colour"]
 
@@ -123,7 +125,7 @@ def plot_per_class_metrics(
     fig.legend(handles, labels, loc="lower center", ncol=min(m, 4), fontsize=8, frameon=False)
     fig.suptitle(title if title is not None else "Per-class metrics per model (error bars: 95 % CI)", fontsize=10)
     fig.subplots_adjust(bottom=0.1 + 0.03 * math.ceil(m / 4), hspace=0.35)
-    return _save(fig, path)
+    return save_figure(fig, path).path
 
 
 @dataclass(frozen=True)
@@ -232,7 +234,7 @@ def plot_tradeoff(
     axes[0].legend(loc="lower right", fontsize=7)
     default = ("Accuracy vs MACs" if x == "macs" else "Accuracy vs measured latency") + " (error bars: 95 % CI)"
     fig.suptitle(title if title is not None else default, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path).path
 
 
 def _median(entry: Mapping[str, Any], runtime: str) -> float | None:
@@ -277,6 +279,29 @@ def _bar_group(ax: Any, groups: Sequence[str], models: Sequence[str], values: Ma
     ax.tick_params(axis="y", labelsize=8)
 
 
+def _latency_panel(ax: Any, models: Sequence[str], values: Mapping[str, float], colours: Mapping[str, str],
+                   reference: str, ratios: Mapping[str, float]) -> dict[str, float]:
+    """One bar per model on its own linear axis, labelled with the value and the speed-up against ``reference``."""
+    top = max(values.values())
+    shown: dict[str, float] = {}
+    for i, model in enumerate(models):
+        value = values[model]
+        ax.bar(i, value, 0.7, color=colours[model], label=model)
+        ref = values.get(reference)
+        ratio = ratios.get(model) or (ref / value if model != reference and ref and value > 0 else None)
+        text = f"{value:.3g} ms"
+        if model != reference and ratio:
+            shown[model] = ratio
+            text += f"\n{ratio:.2f}×\nfaster" if ratio >= 1 else f"\n{1 / ratio:.2f}×\nslower"
+        ax.text(i, value + 0.01 * top, text, ha="center", va="bottom", fontsize=6.5, color="0.15", linespacing=1.1)
+    ax.set_xticks(range(len(models)), [textwrap.fill(m, 16) for m in models], fontsize=7)
+    ax.set_ylim(0.0, top * 1.35)  # headroom for the three-line labels
+    ax.set_ylabel("ms per image (median)", fontsize=9)
+    ax.grid(True, axis="y", linewidth=0.4, alpha=0.5)
+    ax.tick_params(axis="y", labelsize=8)
+    return shown
+
+
 def plot_latency_and_size(
     models: Mapping[str, Mapping[str, Any]],
     path: str | os.PathLike[str],
@@ -284,16 +309,22 @@ def plot_latency_and_size(
     colours: Mapping[str, str] | None = None,
     speedups: Mapping[str, Mapping[str, float]] | None = None,
     title: str | None = None,
-) -> Path:
-    """Median latency (left) and file sizes (right) per model, labelled with the ratio to the first model.
+) -> Plotted:
+    """Median latency, one panel per runtime, and file sizes, labelled with the ratio to the first model.
 
     ``models`` maps a label to a ``bench.json`` model entry (``latency_ms.torch`` /
     ``latency_ms.onnxruntime`` ``median_ms``, ``file_bytes``, ``onnx_bytes``); the first is the
-    reference, so every other bar reads "2.30× faster" / "3.08× smaller" against it. An entry
-    with only ONNX Runtime figures (an INT8 model) draws only those bars. ``colours`` maps labels
-    to colours (default: :func:`model_colour` by order). ``speedups`` maps a label to
+    reference, so every other bar reads "2.30× faster" / "3.08× smaller" against it. PyTorch and
+    ONNX Runtime each get their own panel and linear axis — their times differ by up to an order
+    of magnitude, and on one axis the fast runtime's bars were unreadable. An entry with only ONNX
+    Runtime figures (an INT8 model) appears only in that panel. ``colours`` maps labels to
+    colours (default: :func:`model_colour` by order). ``speedups`` maps a label to
     ``{"torch": x, "onnxruntime": y}`` speed-ups printed instead of the ratio of the medians
-    (``bench.json``'s ``speedup``, so figure and text agree). Returns the written path.
+    (``bench.json``'s ``speedup``, so figure and text agree).
+
+    Returns a :class:`~medprune.report.plots.Plotted` whose panels are the latency panels that
+    have a measurement, titled "PyTorch latency" / "ONNX Runtime latency", then "Size on disk";
+    ``values`` holds ``"<label> / <runtime> ms"`` and ``"<label> / <runtime> speed-up"``.
 
     Raises:
         DataError: if ``models`` is empty or no entry has a latency or size, or the suffix is not
@@ -305,32 +336,41 @@ def plot_latency_and_size(
     palette = {label: (colours or {}).get(label, model_colour(i)) for i, label in enumerate(labels)}
     runtimes = (("torch", "PyTorch"), ("onnxruntime", "ONNX Runtime"))
     sizes = (("file_bytes", "PyTorch file"), ("onnx_bytes", "ONNX file"))
-    latency = {(name, label): v for label, entry in models.items() for key, name in runtimes
-               if (v := _median(entry, key)) is not None}
+    latency = {key: {label: v for label, entry in models.items() if (v := _median(entry, key)) is not None}
+               for key, _ in runtimes}
     size = {(name, label): v / _MIB for label, entry in models.items() for key, name in sizes
             if (v := _bytes(entry, key)) is not None}
-    if not latency and not size:
+    measured = [(key, name) for key, name in runtimes if latency[key]]
+    if not measured and not size:
         raise DataError("plot_latency_and_size: no model has a measured latency or a file size")
-    fig = Figure(figsize=(max(8.0, 4.0 + 1.2 * len(labels)), 4.2))
-    axes = fig.subplots(1, 2)
-    names = dict(runtimes)
-    ratios = {(names[runtime], label): float(v) for label, per in (speedups or {}).items()
-              for runtime, v in per.items() if runtime in names and v is not None}
-    for ax, values, groups, (unit, ylabel), words, what, given in (
-            (axes[0], latency, list(names.values()), ("ms", "ms per image (median)"), ("faster", "slower"), "latency",
-             ratios),
-            (axes[1], size, [n for _, n in sizes], ("MiB", "MiB"), ("smaller", "larger"), "size", {})):
-        present = [label for label in labels if any(lbl == label for _, lbl in values)]
-        if not present:
-            ax.text(0.5, 0.5, f"no {what} measured", ha="center", va="center", transform=ax.transAxes)
-            ax.set_axis_off()
-            continue
-        used_groups = [g for g in groups if any(grp == g for grp, _ in values)]
+    widths = [1.2 + 0.85 * len(latency[key]) for key, _ in measured] or [3.0]
+    widths.append(1.6 + 0.5 * len(labels) * len(sizes))
+    fig = Figure(figsize=(max(8.0, sum(widths) + 0.8), 4.4))
+    axes = fig.subplots(1, len(widths), gridspec_kw={"width_ratios": widths}, squeeze=False).ravel()
+    values: dict[str, float] = {}
+    if not measured:
+        axes[0].text(0.5, 0.5, "no latency measured", ha="center", va="center", transform=axes[0].transAxes)
+        axes[0].set_axis_off()
+    for ax, (key, name) in zip(axes, measured):
+        present = [label for label in labels if label in latency[key]]
+        ratios = {label: float(per[key]) for label, per in (speedups or {}).items()
+                  if per.get(key) is not None and label != labels[0]}
+        shown = _latency_panel(ax, present, latency[key], palette, labels[0], ratios)
+        values.update({f"{label} / {key} ms": v for label, v in latency[key].items()})
+        values.update({f"{label} / {key} speed-up": r for label, r in shown.items()})
+        ax.set_title(f"{name} latency", fontsize=9)
+    ax = axes[-1]
+    present = [label for label in labels if any(lbl == label for _, lbl in size)]
+    if not present:
+        ax.text(0.5, 0.5, "no size measured", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+    else:
+        used = [n for _, n in sizes if any(grp == n for grp, _ in size)]
         # The reference (first model) anchors the ratios even when it lacks one of the groups.
-        _bar_group(ax, used_groups, [labels[0]] + [lbl for lbl in present if lbl != labels[0]], values, palette,
-                   unit, words, given)
-        ax.set_ylabel(ylabel, fontsize=9)
-        ax.set_title("Latency" if what == "latency" else "Size on disk", fontsize=9)
+        _bar_group(ax, used, [labels[0]] + [lbl for lbl in present if lbl != labels[0]], size, palette,
+                   "MiB", ("smaller", "larger"), {})
+        ax.set_ylabel("MiB", fontsize=9)
+        ax.set_title("Size on disk", fontsize=9)
         ax.legend(loc="upper right", fontsize=7)
     fig.suptitle(title if title is not None else "Measured latency and size (labels: ratio to base)", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path, values)
