@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from medprune._io import atomic_write_text
+from medprune._progress import progress_bar
 from medprune.data.readers import ReaderOptions, SampleReadError, read_sample
 from medprune.errors import DataError
 
@@ -220,13 +221,12 @@ def check_samples(
     an exception of any other type is a bug in medprune and propagates. A tqdm progress bar is
     shown for more than 200 samples unless ``progress`` is false (``runtime.progress``).
     """
-    from tqdm.auto import tqdm
-
     options = options or ReaderOptions()
     items = list(samples)
     allowed = set(classes)
     bad: list[BadSample] = []
-    bar = tqdm(items, desc="checking samples", unit="file", disable=not progress or len(items) <= _PROGRESS_THRESHOLD)
+    bar = progress_bar(items, enabled=progress and len(items) > _PROGRESS_THRESHOLD, desc="checking samples",
+                       unit="file")
     for sample in bar:
         reasons: list[str] = []
         if sample.label not in allowed:

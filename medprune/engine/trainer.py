@@ -29,6 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from medprune._io import atomic_write_text
+from medprune._progress import progress_bar
 from medprune.config import ExperimentConfig
 from medprune.engine.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from medprune.engine.distributed import DistInfo, all_reduce_sum, broadcast_buffers, gather_objects
@@ -137,14 +138,12 @@ def predict(model: nn.Module, dataset: Dataset, *, batch_size: int, device: torc
 
     Under DDP each rank predicts its shard and every rank receives the merged result.
     """
-    from tqdm.auto import tqdm
-
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), dist_info.rank,
                         dist_info.world_size), num_workers=workers)
     idx_parts, prob_parts, label_parts = [], [], []
     loss_sum = 0.0
-    bar = tqdm(loader, desc=desc, leave=False, disable=not (progress and dist_info.is_main))
+    bar = progress_bar(loader, enabled=progress and dist_info.is_main, desc=desc, leave=False)
     for x, y, idx in bar:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
@@ -307,15 +306,13 @@ class Trainer:
 
     def train_one_epoch(self) -> float:
         """One pass over this rank's shard; returns the mean training loss across ranks."""
-        from tqdm.auto import tqdm
-
         self.sampler.set_epoch(self.epoch)
         if hasattr(self.train_set, "set_epoch"):
             self.train_set.set_epoch(self.epoch)
         self.net.train()
         loss_sum, count = 0.0, 0
-        bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.optim_cfg.epochs}", leave=False,
-                   disable=not (self.config.runtime.progress and self.dist.is_main))
+        bar = progress_bar(self.train_loader, enabled=self.config.runtime.progress and self.dist.is_main,
+                           desc=f"epoch {self.epoch + 1}/{self.optim_cfg.epochs}", leave=False)
         for x, y, _ in bar:
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             self.optimizer.zero_grad(set_to_none=True)
