@@ -13,8 +13,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
 __all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "atomic_torch_save", "default_file_mode"]
 
 
@@ -61,4 +59,6 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
 
 def atomic_torch_save(path: str | os.PathLike[str], obj: Any) -> Path:
     """``torch.save`` to ``path`` atomically."""
+    import torch  # here, not at the top: the ground layer is imported by commands that never save tensors
+
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))

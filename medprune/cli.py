@@ -97,13 +97,17 @@ def validate(
     config: Path = typer.Argument(..., help="Experiment YAML to check."),
     overrides: Optional[list[str]] = OverridesArg,
 ) -> None:
-    """Check a config (types, ranges, names) without running anything; print it resolved."""
+    """Check a config (types, ranges, names, that its manifest and listed files exist) without running
+    anything; print it resolved."""
     import yaml
 
-    from medprune.config import load_config
+    from medprune.config import check_sources, load_config
 
     cfg = load_config(config, overrides or [])
+    sources = check_sources(cfg)
     typer.echo(yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None).rstrip())
+    for line in sources:
+        typer.echo(line)
     typer.echo(f"{config}: ok")
 
 

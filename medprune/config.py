@@ -55,6 +55,7 @@ __all__ = [
     "config_from_dict",
     "apply_overrides",
     "save_config",
+    "check_sources",
 ]
 
 #: Metrics the trainer can select the best epoch by; "loss" is minimised, the rest maximised.
@@ -683,6 +684,41 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentCo
     if overrides:
         data = apply_overrides(data, overrides, source)
     return config_from_dict(data, source)
+
+
+def check_sources(config: ExperimentConfig) -> list[str]:
+    """What ``medprune validate`` checks beyond the config's own values: that its data exist.
+
+    The manifest must exist and parse (header, required columns, rows), and every file it lists
+    must exist (they are not opened: ``medprune train`` checks each sample before training).
+    Returns one summary line per source; raises :class:`ConfigError` naming the file and the key.
+    """
+    from medprune.data.manifest import read_manifest
+
+    d = config.data
+    if d.manifest is None:
+        ph = d.phantom
+        assert ph is not None  # DataConfig requires one of them
+        return [f"data.phantom: SYNTHETIC {ph.kind} phantom, {ph.patients} patients x {ph.views} views "
+                f"(generated on first use)"]
+    manifest = Path(d.manifest)
+    if not manifest.is_file():
+        raise ConfigError(f"{config.source}: data.manifest: {manifest}: "
+                          f"{'not a file' if manifest.exists() else 'file not found'}")
+    try:
+        samples = read_manifest(manifest)
+    except MedpruneError as exc:
+        raise ConfigError(f"{config.source}: data.manifest: {exc}") from None
+    missing = [s for s in samples if not s.path.exists()]
+    if missing:
+        shown = ", ".join(f"{s.path} (row {s.row})" for s in missing[:3])
+        raise ConfigError(f"{config.source}: data.manifest: {manifest}: {len(missing)} of {len(samples)} listed "
+                          f"file(s) do not exist, e.g. {shown}")
+    unknown = sorted({s.label for s in samples} - set(d.classes))
+    note = f"; labels not in data.classes: {', '.join(unknown)}" if unknown else ""
+    patients = len({s.patient_id for s in samples})
+    return [f"data.manifest: {manifest}: {len(samples)} samples from {patients} patients, every listed file "
+            f"exists{note}"]
 
 
 def save_config(config: ExperimentConfig, path: str | Path) -> Path:

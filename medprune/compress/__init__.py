@@ -11,10 +11,25 @@ from medprune.compress import bpcp, sfp  # noqa: F401  (importing registers the 
 from medprune.compress._context import CompressContext, PruneOptions
 from medprune.compress.calibration import class_balanced_batches
 from medprune.compress.importance import CRITERIA, Criterion, create_criterion, list_criteria
-from medprune.compress.prune import PruneResult, keep_count, prune_channels, prune_model, self_check
 from medprune.compress.quantize import materialize, packed_size_bytes, quantize_model
 from medprune.compress.schedules import SCHEDULES, Schedule, create_schedule, list_schedules
 from medprune.compress.serialize import load_model, save_model
+
+# The pruning engine needs Torch-Pruning (and with it timm and torchvision): loaded when first used,
+# so that validating a config — which only needs the criteria and schedules — stays quick.
+_LAZY = {name: "medprune.compress.prune" for name in
+         ("PruneResult", "keep_count", "prune_channels", "prune_model", "self_check")}
+
+
+def __getattr__(name: str) -> object:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'medprune.compress' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CRITERIA",

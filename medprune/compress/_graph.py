@@ -29,7 +29,7 @@ import contextlib
 from typing import Any, Callable, Iterator
 
 import torch
-import torch_pruning as tp
+from medprune.compress._tp import tp
 from torch import nn
 
 __all__ = ["ForwardFn", "no_inplace", "preserved_state", "train_forward", "detection_forward", "build_graph",

@@ -44,7 +44,6 @@ from torch import nn
 
 from medprune.compress._context import CompressContext
 from medprune.compress.importance import create_criterion
-from medprune.compress.prune import prune_model
 from medprune.compress.schedules import SCHEDULES, Schedule
 from medprune.engine.trainer import TrainHook
 from medprune.errors import ConfigError, PruningError
@@ -280,6 +279,8 @@ class BPCP(Schedule):
 
     def prune_channels(self, ctx: CompressContext, model: nn.Module, ratio: float) -> nn.Module:
         """Step 3: remove ``ratio`` of the channels by BatchNorm ``|γ|``, residual streams scored by their max."""
+        from medprune.compress.prune import prune_model
+
         opts = ctx.options
         criterion = create_criterion(self.channel_criterion, reduction="max")
         result = prune_model(model, ctx.example_inputs, criterion=criterion, ratio=ratio,

@@ -30,10 +30,10 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-import torch_pruning as tp
 from torch import nn
 
 from medprune.compress import _stats
+from medprune.compress._tp import tp
 from medprune.errors import ConfigError, PruningError
 from medprune.registry import Registry, suggest
 
@@ -60,13 +60,13 @@ log = logging.getLogger(__name__)
 CRITERIA = Registry("criterion")
 
 _REDUCTIONS = ("mean", "max", "sum")
-#: Handlers that remove a layer's *output* channels; only these deps are scored.
-_OUT_FNS = (
-    tp.prune_conv_out_channels,
-    tp.prune_depthwise_conv_out_channels,
-    tp.prune_linear_out_channels,
-    tp.prune_batchnorm_out_channels,
-)
+
+
+def _out_fns() -> tuple[Any, ...]:
+    """Handlers that remove a layer's *output* channels; only these deps are scored."""
+    return (tp.prune_conv_out_channels, tp.prune_depthwise_conv_out_channels, tp.prune_linear_out_channels,
+            tp.prune_batchnorm_out_channels)
+
 _CONV_LINEAR = (nn.modules.conv._ConvNd, nn.Linear)
 _BATCHNORM = (nn.modules.batchnorm._BatchNorm,)
 
@@ -191,7 +191,7 @@ class Criterion:
         count = torch.zeros(n, dtype=torch.float64)
         best = torch.full((n,), -math.inf, dtype=torch.float64)
         for i, (dep, idxs) in enumerate(group):
-            if dep.handler not in _OUT_FNS:
+            if dep.handler not in _out_fns():
                 continue
             roots = group[i].root_idxs
             if any(r is None for r in roots):

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 import torch
-import torch_pruning as tp
+from medprune.compress._tp import tp
 from torch import nn
 
 from medprune.compress._graph import (ForwardFn, build_graph, default_forward_fn, flatten_outputs, input_layers,

@@ -21,15 +21,16 @@ medprune's choices:
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-import torch_pruning as tp
 from torch import nn
 
 from medprune.compress._context import CompressContext
-from medprune.compress._graph import build_graph, default_forward_fn, no_inplace, preserved_state
-from medprune.compress.prune import PruneResult, _Before, _finish, _grouped, _resolve_protected, keep_count
+from medprune.compress._tp import tp
+
+if TYPE_CHECKING:
+    from medprune.compress.prune import PruneResult
 from medprune.compress.schedules import SCHEDULES, Schedule
 from medprune.engine.trainer import TrainHook
 from medprune.errors import PruningError
@@ -38,13 +39,19 @@ __all__ = ["SoftFilterPruning", "SFPHook", "hard_prune_zeroed"]
 
 log = logging.getLogger(__name__)
 
-_OUT = (tp.prune_conv_out_channels, tp.prune_linear_out_channels)
-_IN = (tp.prune_conv_in_channels, tp.prune_linear_in_channels)
+
+
+def _out_handlers() -> tuple[Any, ...]:
+    return (tp.prune_conv_out_channels, tp.prune_linear_out_channels)
+
+
+def _in_handlers() -> tuple[Any, ...]:
+    return (tp.prune_conv_in_channels, tp.prune_linear_in_channels)
 
 
 def _conv_outs(group: Any) -> list[nn.modules.conv._ConvNd]:
     return [dep.target.module for dep, _ in group
-            if dep.handler in _OUT and isinstance(dep.target.module, nn.modules.conv._ConvNd)]
+            if dep.handler in _out_handlers() and isinstance(dep.target.module, nn.modules.conv._ConvNd)]
 
 
 class SFPHook(TrainHook):
@@ -56,6 +63,9 @@ class SFPHook(TrainHook):
         self.ratio = ratio
         self.round_to = round_to
         self.max_layer_ratio = max_layer_ratio
+        from medprune.compress._graph import build_graph
+        from medprune.compress.prune import _grouped, _resolve_protected
+
         self.graph = build_graph(model, example_inputs)
         protected = _resolve_protected(model, self.graph, protect)
         roots = (nn.modules.conv._ConvNd, nn.Linear)
@@ -66,6 +76,8 @@ class SFPHook(TrainHook):
     @torch.no_grad()
     def apply(self) -> int:
         """Re-select and zero filters now; returns how many channels are zeroed in total."""
+        from medprune.compress.prune import keep_count
+
         total = 0
         for i, group in enumerate(self.groups):
             scores = self.criterion(group)
@@ -105,6 +117,9 @@ def hard_prune_zeroed(model: nn.Module, example_inputs: Any, *, protect: tuple[s
     """
     import time
 
+    from medprune.compress._graph import build_graph, default_forward_fn, no_inplace, preserved_state
+    from medprune.compress.prune import _Before, _finish, _resolve_protected
+
     t0 = time.perf_counter()
     forward_fn = default_forward_fn(model)
     before = _Before.of(model, example_inputs, forward_fn)
@@ -126,7 +141,7 @@ def hard_prune_zeroed(model: nn.Module, example_inputs: Any, *, protect: tuple[s
     consumers = set()
     for root, handler, idxs in plans:
         for dep, _ in graph.get_pruning_group(root, handler, idxs):
-            if dep.handler in _IN:
+            if dep.handler in _in_handlers():
                 consumers.add(dep.target.module)
     hooks = [m.register_forward_pre_hook(lambda mod, args: inputs.__setitem__(mod, args[0].detach()))
              for m in consumers]
@@ -141,7 +156,7 @@ def hard_prune_zeroed(model: nn.Module, example_inputs: Any, *, protect: tuple[s
         for root, handler, idxs in plans:
             group = graph.get_pruning_group(root, handler, idxs)
             for dep, in_idxs in group:
-                if dep.handler in _IN:
+                if dep.handler in _in_handlers():
                     _fold(dep.target.module, inputs[dep.target.module], list(in_idxs))
             if graph.check_pruning_group(group):
                 group.prune()
