@@ -15,8 +15,19 @@ $(PY):
 
 # torch/torchvision are pinned here (they install from local disk on our machines); the
 # project's own dependencies come from pyproject.toml.
+TORCH_PKGS := torch==2.14.1 torchvision==0.29.1
+# PyPI's torch for Linux x86-64 is the CUDA build (~6 GB with its NVIDIA libraries). On a machine
+# without a GPU, install the CPU build from PyTorch's own index instead:
+#   make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# (its 2.14.1+cpu satisfies the ==2.14.1 pins below, so pip keeps it).
+TORCH_INDEX ?=
+PIP := $(PY) -m pip install -q --disable-pip-version-check
+
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1 -e '.[dev]'
+ifneq ($(strip $(TORCH_INDEX)),)
+	$(PIP) --index-url $(TORCH_INDEX) $(TORCH_PKGS)
+endif
+	$(PIP) $(TORCH_PKGS) -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -69,7 +69,8 @@ def test_resume_after_kill_reproduces_uninterrupted_weights(tmp_path: Path, tiny
     with pytest.raises(Killed):
         train(cut, callbacks=[kill_after_first], evaluate_test=False)
     assert load_checkpoint(cut.run_dir / "checkpoints" / "last.pt")["epoch"] == 1
-    with pytest.raises(CheckpointError, match="already holds a training run; pass --resume"):
+    with pytest.raises(CheckpointError,
+                       match=r"already holds a training run; continue it with --resume \(resume=True in Python\)"):
         train(cut, evaluate_test=False)
     train(cut, resume=True, evaluate_test=False)
 

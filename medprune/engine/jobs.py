@@ -176,11 +176,13 @@ def _prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
     last = run_dir / "checkpoints" / "last.pt"
     if resume:
         if not last.exists():
-            raise CheckpointError(f"{last}: nothing to resume (no checkpoint); run without --resume to start")
+            raise CheckpointError(f"{last}: nothing to resume (no checkpoint); start without --resume "
+                                  "(resume=False in Python)")
         return
     if last.exists() and not overwrite:
-        raise CheckpointError(f"{run_dir}: already holds a training run; pass --resume to continue it, "
-                              "--overwrite to start again, or choose another name")
+        raise CheckpointError(f"{run_dir}: already holds a training run; continue it with --resume (resume=True in "
+                              "Python), start again with --overwrite (overwrite=True), or choose another name "
+                              "(override name=...)")
     if overwrite:
         for name in ("checkpoints", "tensorboard"):
             shutil.rmtree(run_dir / name, ignore_errors=True)
