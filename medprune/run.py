@@ -527,7 +527,7 @@ def _load(path: Path, config: ExperimentConfig) -> nn.Module:
 def _int8_metrics(run: _Run, path: Path, out: Path) -> dict[str, Any]:
     """Per-class metrics of an INT8 ONNX graph on the test split, run in ONNX Runtime (CPU)."""
     from medprune.compress.export_job import onnx_predictions
-    from medprune.metrics import classification_metrics
+    from medprune.metrics import classification_metrics, write_predictions_csv
 
     data = run.data()
     split = "test" if "test" in data.datasets else "val"
@@ -536,9 +536,14 @@ def _int8_metrics(run: _Run, path: Path, out: Path) -> dict[str, Any]:
     metrics = classification_metrics(preds.labels, preds.probs, list(run.config.data.classes),
                                      patient_ids=[dataset.patient_ids[i] for i in preds.indices],
                                      **run.config.eval.metric_options())
-    metrics = {"split": split, "synthetic_data": data.synthetic, "model": str(path), "stage": "int8", **metrics}
+    metrics = {"split": split, "synthetic_data": data.synthetic, "model": str(path), "stage": "int8",
+               "loss": preds.loss, **metrics}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "metrics.json", metrics)
+    # the same files as a PyTorch model's evaluation, so the report draws INT8 in its ROC and reliability plots
+    write_predictions_csv(out / "predictions.csv", preds.indices, [str(dataset.paths[i]) for i in preds.indices],
+                          [dataset.patient_ids[i] for i in preds.indices], preds.labels, preds.probs,
+                          list(run.config.data.classes))
     return metrics
 
 

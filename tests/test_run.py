@@ -22,8 +22,10 @@ pytestmark = pytest.mark.slow
 def _data(root: Path, **compress) -> dict:
     data = copy.deepcopy(TINY_CONFIG)
     data["runtime"]["out_dir"] = str(root / "runs")
+    # The gate is off here: these tests are about stages, and a 6-image validation split cannot
+    # gate anything (tests/test_safety_gate.py covers the gate in runs).
     data["compress"] = {"criterion": "l1", "ratio": 0.5, "calibration": {"batches": 2, "batch_size": 4},
-                        "finetune": {"epochs": 1}, **compress}
+                        "finetune": {"epochs": 1}, "safety": {"max_worst_class_drop": None}, **compress}
     data["bench"] = {"rounds": 3, "per_round": 1}
     return data
 
@@ -210,6 +212,8 @@ def test_run_int8_export_is_evaluated_and_timed(finished, tmp_path):
     assert export["int8"]["passed"] is True and export["int8"]["top1_agreement"] >= 0.9
     int8_metrics = json.loads((run_dir / "export" / "int8" / "metrics.json").read_text())
     assert set(int8_metrics["per_class"]) == {"healthy", "sick"}
+    assert (run_dir / "export" / "int8" / "predictions.csv").is_file()  # the report's ROC draws INT8 too
+    assert export["int8"]["gate"]["status"] == "off"  # recorded even when off
     bench = json.loads((run_dir / "bench.json").read_text())
     assert bench["models"]["compressed_int8"]["latency_ms"]["onnxruntime"]["median_ms"] > 0
     assert set(bench["speedup"]["compressed_int8"]) == {"onnxruntime"}
