@@ -167,8 +167,10 @@ def test_input_error_on_every_rank_exits_2(tmp_path: Path, tiny_config_dict: dic
     manifest = make_phantom("thermography", tmp_path / "ph", patients=8, imbalance=1.0, views=2, size=(32, 40),
                             seed=0)
     (manifest.parent / "empty.txt").write_bytes(b"")
+    header = manifest.read_text().splitlines()[0].split(",")
+    row = {"path": "empty.txt", "label": "healthy", "patient_id": "PX1"}
     with manifest.open("a") as fh:
-        fh.write("empty.txt,healthy,PX1,,frontal\n")
+        fh.write(",".join(row.get(column, "") for column in header) + "\n")
     tiny_config_dict["data"].pop("phantom")
     tiny_config_dict["data"]["manifest"] = str(manifest)
     path = write_yaml(tmp_path / "ddp.yaml", tiny_config_dict)
@@ -176,6 +178,6 @@ def test_input_error_on_every_rank_exits_2(tmp_path: Path, tiny_config_dict: dic
                           env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == EXIT_INPUT, proc.stderr[-3000:]
     failed = sorted(line for line in proc.stderr.splitlines() if " failed (exit code " in line)
-    assert [line.split(": ")[1].split(" failed")[0] for line in failed] == ["rank 0", "rank 1"]
+    assert [line.split(": ")[2].split(" failed")[0] for line in failed] == ["rank 0", "rank 1"]
     assert all("1 bad sample(s)" in line and "empty.txt" in line and "zero-byte file" in line for line in failed)
     assert "Traceback" not in proc.stderr

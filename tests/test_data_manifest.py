@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -150,7 +151,8 @@ def test_check_samples_all_good_is_empty(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("progress", [True, False])
-def test_check_samples_progress_bar_follows_the_switch(tmp_path: Path, capsys, progress: bool) -> None:
+def test_check_samples_progress_bar_follows_the_switch(tmp_path: Path, capsys, monkeypatch, progress: bool) -> None:
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # bars are drawn on a terminal only
     _good_png(tmp_path / "a.png")
     rows = "".join(f"a.png,x,P{i}\n" for i in range(250))  # above the 200-sample threshold
     manifest = _write(tmp_path / "m.csv", "path,label,patient_id\n" + rows)

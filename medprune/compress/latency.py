@@ -554,11 +554,9 @@ def bench_file(
     if path.suffix.lower() != ".onnx":
         from medprune.compress.serialize import load_model
 
-        from medprune.engine.checkpoint import load_checkpoint
-
         model = load_model(path)
-        recorded = load_checkpoint(path).get("input_size")  # what the model was trained on
-        size = input_size or recorded or getattr(model, "default_input_size", None)
+        size = (input_size or getattr(model, "medprune_input_size", None)  # what the file records
+                or getattr(model, "default_input_size", None))
         if size is None:
             raise ValueError(f"{path}: the model has no default_input_size; pass input_size (C, H, W)")
         result = bench_model(model, tuple(size), model_file=path, **kw)

@@ -57,7 +57,11 @@ def save_model(model: nn.Module, path: str | Path, *, extra: dict[str, Any] | No
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild the model saved by :func:`save_model` (or a trainer checkpoint); returned in eval mode."""
+    """Rebuild the model saved by :func:`save_model` (or a trainer checkpoint); returned in eval mode.
+
+    The input size and class names the file records are kept on the model as
+    ``medprune_input_size`` ``(C, H, W)`` and ``medprune_classes``.
+    """
     ckpt = load_checkpoint(path, map_location=map_location)
     spec = ckpt.get("model_spec")
     if spec is None:
@@ -65,4 +69,9 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> nn
                               "load it into a model you build yourself (medprune.create_model + load_state_dict)")
     model = build_from_spec(spec, str(path))
     load_model_weights(model, ckpt, path)
+    # what the file records of its inputs and outputs (every model file medprune writes does)
+    if ckpt.get("input_size"):
+        model.medprune_input_size = tuple(int(v) for v in ckpt["input_size"])
+    if ckpt.get("classes"):
+        model.medprune_classes = [str(c) for c in ckpt["classes"]]
     return model.to(map_location).eval()
