@@ -155,7 +155,7 @@ def test_shipped_paper_configs_follow_the_protocol() -> None:
         assert raw["data"]["channels"] in path.stem
 
 
-@pytest.mark.parametrize("name", __import__("medprune.models", fromlist=["list_models"]).list_models())
+@pytest.mark.parametrize("name", __import__("medprune.models", fromlist=["list_models"]).list_models("classification"))
 def test_image_size_below_the_models_minimum_is_refused_at_load(name: str, tiny_config_dict: dict) -> None:
     from medprune.config import config_from_dict
     from medprune.models import create_model, model_min_input_size

@@ -26,7 +26,7 @@ from medprune.models import (
 )
 
 TINY = 0.125
-ALL_MODELS = list_models()
+ALL_MODELS = list_models("classification")
 
 
 def tiny(name: str, seed: int = 0, **kwargs: object) -> nn.Module:

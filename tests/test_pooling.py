@@ -130,7 +130,7 @@ def test_gradients_reach_the_input_and_the_learned_parts(combine):
 
 
 # --------------------------------------------------------------------------- swapping in registry models
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models("classification"))
 def test_replace_pooling_in_every_registry_model(name):
     torch.manual_seed(0)
     model, x = _tiny(name)

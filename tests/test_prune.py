@@ -51,7 +51,7 @@ def test_keep_count_rounds_to_multiples_and_never_empties():
 # --------------------------------------------------------------------------- every model × every criterion
 @pytest.mark.slow
 @pytest.mark.parametrize("criterion", list_criteria())
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models("classification"))
 def test_every_model_prunes_with_every_criterion_and_exports(name, criterion, tmp_path):
     from medprune.compress.export import export_onnx
 

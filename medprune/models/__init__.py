@@ -16,7 +16,7 @@ A new model registers itself with ``@register_model("name")`` in a module import
 
 from medprune.models import baseline, inception, resnet  # noqa: F401  (importing registers the models)
 from medprune.models._registry import (MODELS, create_model, list_models, model_min_input_size, model_signature,
-                                       register_model)
+                                       model_task, register_model)
 from medprune.models.cost import StageCost, count_macs, format_stage_costs, stage_cost_table
 from medprune.models.baseline import SmallCNN
 from medprune.models.inception import InceptionV3, InceptionV4
@@ -30,6 +30,7 @@ __all__ = [
     "list_models",
     "model_signature",
     "model_min_input_size",
+    "model_task",
     "StageCost",
     "stage_cost_table",
     "format_stage_costs",

@@ -33,7 +33,8 @@ from medprune.registry import Registry
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["MODELS", "register_model", "create_model", "list_models", "model_signature", "model_min_input_size"]
+__all__ = ["MODELS", "register_model", "create_model", "list_models", "model_signature", "model_min_input_size",
+           "model_task"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,25 +43,36 @@ MODELS = Registry("model")
 
 #: Smallest input ``(H, W)`` of each model, as a function of its keyword arguments.
 _MIN_SIZES: dict[str, Callable[[dict[str, Any]], tuple[int, int]]] = {}
+#: What each model's output is for: the name of a task (``classification``, ``segmentation``, ...).
+_TASKS: dict[str, str] = {}
 
 
-def register_model(name: str, *, min_input_size: tuple[int, int] | Callable[[dict[str, Any]], tuple[int, int]]
-                   ) -> Callable[[Any], Any]:
+def register_model(name: str, *, min_input_size: tuple[int, int] | Callable[[dict[str, Any]], tuple[int, int]],
+                   task: str = "classification") -> Callable[[Any], Any]:
     """Decorator registering a model constructor: ``@register_model("name", min_input_size=(75, 75))``.
 
     ``min_input_size`` is the smallest ``(H, W)`` the model runs on (a function of the keyword
     arguments when it depends on them), so a config asking for less is refused at load — naming
     ``data.image_size`` — instead of ending in a PyTorch traceback mid-training. The model tests
-    check it against the built model's ``min_input_size`` for every registered name.
+    check it against the built model's ``min_input_size`` for every registered name. ``task``
+    says what the output is: ``classification`` logits ``(N, K)``, ``segmentation`` logits
+    ``(N, K, H, W)``; a config pairs a model only with its task.
     """
     rule = min_input_size if callable(min_input_size) else (lambda kwargs, size=tuple(min_input_size): size)
 
     def decorator(fn: Any) -> Any:
         MODELS.add(name, fn)
         _MIN_SIZES[name] = rule  # type: ignore[assignment]
+        _TASKS[name] = task
         return fn
 
     return decorator
+
+
+def model_task(name: str) -> str:
+    """The task model ``name`` was registered for (``classification``, ``segmentation``, ...)."""
+    MODELS.get(name)  # unknown names raise with suggestions
+    return _TASKS[name]
 
 
 def model_min_input_size(name: str, **kwargs: Any) -> tuple[int, int]:
@@ -71,9 +83,9 @@ def model_min_input_size(name: str, **kwargs: Any) -> tuple[int, int]:
     return int(h), int(w)
 
 
-def list_models() -> list[str]:
-    """Sorted names of the registered models, e.g. ``['inception_mv4', 'inception_v3', ...]``."""
-    return MODELS.names()
+def list_models(task: str | None = None) -> list[str]:
+    """Sorted names of the registered models (of one ``task`` if given), e.g. ``['inception_mv4', ...]``."""
+    return [n for n in MODELS.names() if task is None or _TASKS[n] == task]
 
 
 def model_signature(name: str) -> inspect.Signature:
