@@ -1,4 +1,4 @@
-"""The data layer: manifests, sample readers, patient-level splits, phantoms, augmentation, dataset.
+"""The data layer: manifests, sample and mask readers, patient-level splits, phantoms, augmentation, datasets.
 
 Typical use (what the trainer does)::
 
@@ -8,11 +8,24 @@ Typical use (what the trainer does)::
     train = ClassificationDataset(parts["train"], classes, (224, 224), "gray", options,
                                   augmentation=build_augmentation(specs), seed=0)
 
+Segmentation manifests add a ``mask`` column (and, for multi-frame DICOM, a per-row ``frame``)::
+
+    values = MaskValues.build(mask_classes, mask_values)   # data.mask_values, or class i = value i
+    bad = check_samples(samples, label_classes, options, masks=values)
+    train = SegmentationDataset(parts["train"], mask_classes, (256, 256), "gray", options,
+                                augmentation=build_augmentation(specs, masks=True), seed=0,
+                                label_classes=label_classes, values=values)
+
 Phantoms (:func:`make_phantom`) are SYNTHETIC data sets for demos and tests.
 """
 
-from medprune.data.augment import augmentation_names, build_augmentation, validate_augmentation
-from medprune.data.dataset import ClassificationDataset, augmentation_seed
+from medprune.data.augment import (
+    augmentation_names,
+    build_augmentation,
+    check_mask_interpolation,
+    validate_augmentation,
+)
+from medprune.data.dataset import ClassificationDataset, ManifestDataset, augmentation_seed
 from medprune.data.manifest import (
     REQUIRED_COLUMNS,
     SPLITS,
@@ -21,43 +34,62 @@ from medprune.data.manifest import (
     check_samples,
     format_bad_samples,
     read_manifest,
+    read_row_image,
+    read_row_mask,
     write_bad_samples,
     write_manifest,
 )
 from medprune.data.phantoms import PHANTOMS, make_phantom, make_thermography_phantom, phantom_kinds
 from medprune.data.readers import (
+    MASK_SUFFIXES,
     SUPPORTED_SUFFIXES,
+    MaskValues,
     ReaderOptions,
     SampleReadError,
+    mask_to_classes,
+    read_mask,
     read_sample,
     to_channels,
+    uses_dicom_reader,
 )
+from medprune.data.segmentation import SegmentationDataset, resize_mask
 from medprune.data.splits import patient_labels, split_by_patient, split_summary
 
 __all__ = [
+    "MASK_SUFFIXES",
     "PHANTOMS",
     "REQUIRED_COLUMNS",
     "SPLITS",
     "SUPPORTED_SUFFIXES",
     "BadSample",
     "ClassificationDataset",
+    "ManifestDataset",
+    "MaskValues",
     "ReaderOptions",
     "Sample",
     "SampleReadError",
+    "SegmentationDataset",
     "augmentation_names",
     "augmentation_seed",
     "build_augmentation",
+    "check_mask_interpolation",
     "check_samples",
     "format_bad_samples",
     "make_phantom",
     "make_thermography_phantom",
+    "mask_to_classes",
     "patient_labels",
     "phantom_kinds",
     "read_manifest",
+    "read_mask",
+    "read_row_image",
+    "read_row_mask",
     "read_sample",
+    "resize_mask",
     "split_by_patient",
     "split_summary",
     "to_channels",
+    "uses_dicom_reader",
     "validate_augmentation",
     "write_bad_samples",
     "write_manifest",

@@ -1,9 +1,12 @@
 """DICOM as it really comes: recognised by content, decoded through pydicom 3, refused in one line.
 
-:func:`read_dicom` turns one file into modality values (grey) or RGB in [0, 1]; the normalisation
-policy (window, min–max, MONOCHROME1 inversion) stays in :mod:`medprune.data.readers`, which
-dispatches here for ``.dcm``/``.dicom`` files and for files whose name says nothing (PACS exports
-such as ``IM000001`` or ``1.2.840…``).
+:func:`read_dicom` turns one file into modality values (grey) or RGB in [0, 1] — or, for
+segmentation masks, into the stored values as they are (``raw=True``); the normalisation
+policy (window, min–max, MONOCHROME1 inversion) and the mask rules stay in
+:mod:`medprune.data.readers`, which dispatches here for ``.dcm``/``.dicom`` files and for files
+whose name says nothing (PACS exports such as ``IM000001`` or ``1.2.840…``). A multi-frame file
+(an IVOCT pullback, a cine loop) is read one frame at a time: the frame comes from
+``data.dicom_frame`` or the manifest's per-row ``frame`` column.
 
 What makes a file DICOM, and what is refused, with which reason:
 
@@ -84,7 +87,8 @@ class DicomPixels:
 
     Attributes:
         values: ``(H, W)`` float64 modality values (rescale slope/intercept applied) or
-            ``(H, W, 3)`` float32 RGB already in [0, 1].
+            ``(H, W, 3)`` float32 RGB already in [0, 1]; with ``raw=True`` the stored values as
+            decoded, unscaled (``(H, W)``, or ``(H, W, 3)`` for colour), in pydicom's dtype.
         monochrome1: high values are dark (the caller inverts after normalising).
     """
 
@@ -92,8 +96,15 @@ class DicomPixels:
     monochrome1: bool = False
 
 
-def read_dicom(path: Path, frame: int | None = None) -> DicomPixels:
+def read_dicom(
+    path: Path, frame: int | None = None, *, frame_key: str = "data.dicom_frame", raw: bool = False
+) -> DicomPixels:
     """Decode ``path`` (frame ``frame`` of a multi-frame file) with pydicom 3.
+
+    ``frame`` is ignored by single-frame files and required by multi-frame ones; ``frame_key``
+    names where it came from in refusals (``data.dicom_frame``, or ``frame`` for the manifest
+    column). ``raw=True`` returns the stored values unscaled (no rescale slope/intercept, no
+    palette, no inversion) — what a segmentation mask holds.
 
     Raises :class:`NotDicomError` when the content is not DICOM and :class:`DicomRefusal` with a
     one-line reason for every DICOM file that cannot be turned into an image.
@@ -105,7 +116,7 @@ def read_dicom(path: Path, frame: int | None = None) -> DicomPixels:
     """
     with _quiet_pydicom(path) as notes:
         ds = _open(path, notes)
-        return _pixels(ds, frame, notes)
+        return _pixels(ds, frame, notes, frame_key=frame_key, raw=raw)
 
 
 # ----------------------------------------------------------------------------- quiet reads
@@ -219,7 +230,7 @@ def _known_tags(ds: Dataset) -> int:
 # ----------------------------------------------------------------------------- pixels
 
 
-def _pixels(ds: Dataset, frame: int | None, notes: _Notes) -> DicomPixels:
+def _pixels(ds: Dataset, frame: int | None, notes: _Notes, *, frame_key: str, raw: bool) -> DicomPixels:
     keyword = _pixel_keyword(ds, notes)
     photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
     if not photometric:
@@ -233,9 +244,11 @@ def _pixels(ds: Dataset, frame: int | None, notes: _Notes) -> DicomPixels:
     index = None
     if frames > 1:
         if frame is None:
-            raise DicomRefusal(f"multi-frame DICOM with {frames} frames; set data.dicom_frame")
+            raise DicomRefusal(
+                f"multi-frame DICOM with {frames} frames; set data.dicom_frame or the manifest's frame column"
+            )
         if frame >= frames:
-            raise DicomRefusal(f"data.dicom_frame={frame} but the DICOM has {frames} frames (0..{frames - 1})")
+            raise DicomRefusal(f"{frame_key}={frame} but the DICOM has {frames} frames (0..{frames - 1})")
         index = frame
     uid = _transfer_syntax(ds, keyword)
     arr, properties = _decode(ds, uid, index, notes)
@@ -245,6 +258,8 @@ def _pixels(ds: Dataset, frame: int | None, notes: _Notes) -> DicomPixels:
             f"pydicom decoded {photometric!r} pixel data as {decoded!r}, which medprune does not convert; "
             f"expected one of {', '.join(_DECODED_AS)}"
         )
+    if raw:
+        return DicomPixels(arr)
     if decoded == "PALETTE COLOR":
         return DicomPixels(_apply_palette(ds, arr))
     if decoded == "RGB":

@@ -14,7 +14,15 @@ raise :class:`~medprune.errors.ConfigError` with close-match suggestions.
 
 Images reach the augmentation as float32 in [0, 1], already resized to ``data.image_size``;
 transforms that change the size are rejected by the dataset. Randomness is seeded per sample
-by :class:`~medprune.data.dataset.ClassificationDataset` (``Compose.set_random_seed``).
+by the datasets (:class:`~medprune.data.dataset.ManifestDataset`, ``Compose.set_random_seed``).
+
+Segmentation passes image and mask through one call (``compose(image=..., mask=...)``), so a
+flip, rotation or elastic warp moves both with the same draw, while intensity transforms
+(brightness, noise, blur) touch the image only. albumentations warps masks with nearest-neighbour
+interpolation and fills uncovered pixels with ``fill_mask`` (default 0, i.e. class 0); a
+transform configured with another ``mask_interpolation`` would blend labels into values that
+mean another class, so :func:`build_augmentation` with ``masks=True`` and the segmentation
+dataset refuse it (:func:`check_mask_interpolation`).
 """
 
 from __future__ import annotations
@@ -30,7 +38,13 @@ from typing import Any
 from medprune.errors import ConfigError
 from medprune.registry import suggest
 
-__all__ = ["albumentations", "augmentation_names", "build_augmentation", "validate_augmentation"]
+__all__ = [
+    "albumentations",
+    "augmentation_names",
+    "build_augmentation",
+    "check_mask_interpolation",
+    "validate_augmentation",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -146,19 +160,20 @@ def _describe(exc: Exception, kwargs: Mapping[str, Any]) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def build_augmentation(specs: Sequence[Mapping[str, Any]] | None) -> Any:
+def build_augmentation(specs: Sequence[Mapping[str, Any]] | None, *, masks: bool = False) -> Any:
     """Build an ``albumentations.Compose`` from ``specs``; ``None`` when there are none.
 
     Each spec is ``{"name": <albumentations class>, **kwargs}``; ``p`` is the transform's
     probability. Raises :class:`~medprune.errors.ConfigError` naming the item, the transform and
-    the argument for unknown names, unknown or invalid arguments. Messages start with
+    the argument for unknown names, unknown or invalid arguments — and, with ``masks=True``
+    (segmentation), for a ``mask_interpolation`` other than nearest. Messages start with
     ``item <index>`` so the config loader can prefix the key path
     (``data.augmentation: item 1 (Affine): ...``).
 
     Example::
 
-        aug = build_augmentation([{"name": "HorizontalFlip", "p": 0.5}])
-        aug.set_random_seed(0); out = aug(image=img)["image"]
+        aug = build_augmentation([{"name": "HorizontalFlip", "p": 0.5}], masks=True)
+        aug.set_random_seed(0); out = aug(image=img, mask=mask)   # out["image"], out["mask"]
     """
     if specs is None:
         return None
@@ -169,13 +184,37 @@ def build_augmentation(specs: Sequence[Mapping[str, Any]] | None) -> Any:
     A = albumentations()
 
     transforms = [_build_one(spec, index) for index, spec in enumerate(specs)]
+    if masks:
+        for index, transform in enumerate(transforms):
+            check_mask_interpolation(transform, f"item {index}")
     logger.debug("augmentation: %s", ", ".join(type(t).__name__ for t in transforms))
     return A.Compose(transforms)
 
 
-def validate_augmentation(specs: Sequence[Mapping[str, Any]] | None) -> None:
+def validate_augmentation(specs: Sequence[Mapping[str, Any]] | None, *, masks: bool = False) -> None:
     """Build ``specs`` once and discard the result: raises ConfigError exactly as building would.
 
     The config loader calls this at load time so a typo fails before any data is read.
     """
-    build_augmentation(specs)
+    build_augmentation(specs, masks=masks)
+
+
+def check_mask_interpolation(augmentation: Any, where: str = "data.augmentation") -> None:
+    """Refuse any transform in ``augmentation`` (nested ``Compose``/``OneOf`` included) whose
+    ``mask_interpolation`` is not nearest-neighbour: interpolating between labels 0 and 2 makes a
+    1, which is another class. Raises :class:`~medprune.errors.ConfigError` starting with ``where``.
+    """
+    import cv2
+
+    nearest = (cv2.INTER_NEAREST, cv2.INTER_NEAREST_EXACT)
+    pending = [augmentation]
+    while pending:
+        transform = pending.pop()
+        pending.extend(getattr(transform, "transforms", None) or [])
+        # None: not set (a Compose leaves its transforms' own choice alone)
+        value = getattr(transform, "mask_interpolation", None)
+        if value is not None and value not in nearest:
+            raise ConfigError(
+                f"{where} ({type(transform).__name__}): mask_interpolation={value} blends class labels into "
+                f"values of other classes; segmentation masks need {cv2.INTER_NEAREST} (nearest)"
+            )

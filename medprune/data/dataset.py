@@ -1,14 +1,18 @@
-"""PyTorch dataset for image classification from manifest samples.
+"""PyTorch datasets over manifest rows: the shared machinery, and image classification.
 
-Pipeline per item: :func:`~medprune.data.readers.read_sample` → :func:`~medprune.data.readers.to_channels`
-→ resize to ``image_size`` (area interpolation when shrinking, linear when enlarging) →
-augmentation → ``(x - mean) / std`` → ``(C, H, W)`` float32 tensor.
+:class:`ManifestDataset` is what every task's dataset shares. Pipeline per item: the row's image
+(:func:`~medprune.data.manifest.read_row_image`: :func:`~medprune.data.readers.read_sample` with
+the row's DICOM ``frame``) → :func:`~medprune.data.readers.to_channels` → resize to
+``image_size`` (area interpolation when shrinking, linear when enlarging) → augmentation →
+``(x - mean) / std`` → ``(C, H, W)`` float32 tensor. :class:`ClassificationDataset` adds the
+label; :class:`~medprune.data.segmentation.SegmentationDataset` adds the mask, which moves with
+the image through the same augmentation draw.
 
 Augmentation randomness is seeded from ``(seed, epoch, index)``, so an item looks the same
 whichever DataLoader worker loads it, however many workers there are, and a run resumed at
-epoch e sees exactly the augmentations the original run saw. Call :meth:`set_epoch` before
-iterating each epoch (with ``persistent_workers=True`` the workers keep their own copy of the
-dataset and miss the call, so leave that off).
+epoch e sees exactly the augmentations the original run saw. Call :meth:`~ManifestDataset.set_epoch`
+before iterating each epoch (with ``persistent_workers=True`` the workers keep their own copy of
+the dataset and miss the call, so leave that off).
 """
 
 from __future__ import annotations
@@ -21,11 +25,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from medprune.data.manifest import Sample
-from medprune.data.readers import ReaderOptions, SampleReadError, read_sample, to_channels
+from medprune.data.manifest import Sample, read_row_image
+from medprune.data.readers import ReaderOptions, SampleReadError, to_channels
 from medprune.errors import ConfigError, DataError
 
-__all__ = ["ClassificationDataset", "augmentation_seed"]
+__all__ = ["ClassificationDataset", "ManifestDataset", "augmentation_seed"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,12 +60,11 @@ def _per_channel(value: float | Sequence[float], channels: int, key: str) -> np.
     return arr
 
 
-class ClassificationDataset(torch.utils.data.Dataset):
-    """Samples → ``(image (C, H, W) float32, label index, item index)``.
+class ManifestDataset(torch.utils.data.Dataset):
+    """The machinery every manifest-backed dataset shares; subclasses define ``__getitem__``.
 
     Args:
         samples: manifest rows (one split).
-        classes: class names; a label's index in this list is its target.
         image_size: ``(height, width)`` every image is resized to, before augmentation.
         channels: ``"gray"`` (C=1) or ``"color"`` (C=3, single-channel sources rendered through
             ``colormap``; see :func:`~medprune.data.readers.to_channels`).
@@ -70,14 +73,11 @@ class ClassificationDataset(torch.utils.data.Dataset):
         colormap: matplotlib colormap for ``channels="color"``.
         mean, std: normalisation, one value or one per channel.
         seed: base seed of the per-item augmentation seeds.
-
-    The item index is returned so evaluation can map predictions back to samples and patients.
     """
 
     def __init__(
         self,
         samples: Sequence[Sample],
-        classes: Sequence[str],
         image_size: tuple[int, int],
         channels: Literal["gray", "color"],
         options: ReaderOptions | None = None,
@@ -96,7 +96,6 @@ class ClassificationDataset(torch.utils.data.Dataset):
         if height < 1 or width < 1:
             raise ConfigError(f"data.image_size: expected positive [height, width], got {list(image_size)}")
         self.samples = list(samples)
-        self.classes = list(classes)
         self.image_size = (height, width)
         self.channels = channels
         self.num_channels = 1 if channels == "gray" else 3
@@ -109,20 +108,6 @@ class ClassificationDataset(torch.utils.data.Dataset):
             raise ConfigError(f"data.std: expected positive values, got {self.std.tolist()}")
         self.seed = int(seed)
         self.epoch = 0
-        index = {name: i for i, name in enumerate(self.classes)}
-        self._labels: list[int] = []
-        for sample in self.samples:
-            if sample.label not in index:
-                raise DataError(
-                    f"{sample.path} (row {sample.row}): label {sample.label!r} is not one of the classes "
-                    f"{', '.join(self.classes)}"
-                )
-            self._labels.append(index[sample.label])
-
-    @property
-    def labels(self) -> list[int]:
-        """Label index of every item, in item order."""
-        return list(self._labels)
 
     @property
     def patient_ids(self) -> list[str]:
@@ -141,31 +126,111 @@ class ClassificationDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def load(self, index: int) -> np.ndarray:
-        """Item ``index`` as ``(H, W, C)`` float32 in [0, 1], resized but not augmented."""
-        sample = self.samples[index]
-        try:
-            img = read_sample(sample.path, self.options)
-        except SampleReadError as exc:
-            raise DataError(f"{sample.path} (row {sample.row}): {exc.reason}") from exc
-        img = to_channels(img, self.channels, self.colormap)
-        return _resize(img, self.image_size).astype(np.float32, copy=False)
+    def _label_indices(self, classes: Sequence[str]) -> list[int]:
+        """Each row's ``label`` as its index in ``classes``; a label outside them names file and row."""
+        index = {name: i for i, name in enumerate(classes)}
+        labels = []
+        for sample in self.samples:
+            if sample.label not in index:
+                raise DataError(
+                    f"{sample.path} (row {sample.row}): label {sample.label!r} is not one of the classes "
+                    f"{', '.join(classes)}"
+                )
+            labels.append(index[sample.label])
+        return labels
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+    def _check_index(self, index: int) -> None:
         if not 0 <= index < len(self.samples):
             raise IndexError(f"index {index} out of range for {len(self.samples)} samples")
-        img = self.load(index)
-        if self.augmentation is not None:
-            self.augmentation.set_random_seed(augmentation_seed(self.seed, self.epoch, index))
-            img = np.asarray(self.augmentation(image=img)["image"], dtype=np.float32)
-            if img.ndim == 2:
-                img = img[:, :, None]
-            if img.shape != (*self.image_size, self.num_channels):
-                raise ConfigError(
-                    f"data.augmentation: changed the image from {(*self.image_size, self.num_channels)} to "
-                    f"{img.shape}; use transforms that keep the size and channels (crop-and-resize to "
-                    "data.image_size, no ToGray/ToRGB)"
-                )
+
+    @staticmethod
+    def _row_error(sample: Sample, exc: SampleReadError) -> DataError:
+        return DataError(f"{sample.path} (row {sample.row}): {exc.reason}")
+
+    def _read_raw(self, index: int) -> np.ndarray:
+        """Item ``index``'s image as read (row frame applied), before channels and resizing."""
+        sample = self.samples[index]
+        try:
+            return read_row_image(sample, self.options)
+        except SampleReadError as exc:
+            raise self._row_error(sample, exc) from exc
+
+    def _prepare(self, raw: np.ndarray) -> np.ndarray:
+        """A read image as ``(H, W, C)`` float32 in [0, 1] at ``image_size``."""
+        img = to_channels(raw, self.channels, self.colormap)
+        return _resize(img, self.image_size).astype(np.float32, copy=False)
+
+    def _augment(
+        self, index: int, image: np.ndarray, mask: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """One seeded augmentation draw for item ``index``, applied to the image and (paired) mask."""
+        if self.augmentation is None:
+            return image, mask
+        self.augmentation.set_random_seed(augmentation_seed(self.seed, self.epoch, index))
+        out = self.augmentation(image=image) if mask is None else self.augmentation(image=image, mask=mask)
+        img = np.asarray(out["image"], dtype=np.float32)
+        if img.ndim == 2:
+            img = img[:, :, None]
+        expected = (*self.image_size, self.num_channels)
+        if img.shape != expected:
+            raise ConfigError(
+                f"data.augmentation: changed the image from {expected} to {img.shape}; use transforms that keep "
+                "the size and channels (crop-and-resize to data.image_size, no ToGray/ToRGB)"
+            )
+        if mask is None:
+            return img, None
+        moved = np.asarray(out["mask"])
+        if moved.shape != self.image_size:
+            raise ConfigError(
+                f"data.augmentation: changed the mask from {self.image_size} to {moved.shape}; use transforms "
+                "that keep the size (crop-and-resize to data.image_size)"
+            )
+        return img, moved
+
+    def _to_tensor(self, img: np.ndarray) -> torch.Tensor:
         img = (img - self.mean) / self.std
-        tensor = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32))
-        return tensor, self._labels[index], index
+        return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32))
+
+
+class ClassificationDataset(ManifestDataset):
+    """Samples → ``(image (C, H, W) float32, label index, item index)``.
+
+    Args:
+        samples: manifest rows (one split).
+        classes: class names; a label's index in this list is its target.
+        image_size, channels, options, augmentation, colormap, mean, std, seed: as for
+            :class:`ManifestDataset`.
+
+    The item index is returned so evaluation can map predictions back to samples and patients.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        classes: Sequence[str],
+        image_size: tuple[int, int],
+        channels: Literal["gray", "color"],
+        options: ReaderOptions | None = None,
+        augmentation: Any | None = None,
+        colormap: str = "inferno",
+        mean: float | Sequence[float] = 0.5,
+        std: float | Sequence[float] = 0.25,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(samples, image_size, channels, options, augmentation, colormap, mean, std, seed)
+        self.classes = list(classes)
+        self._labels = self._label_indices(self.classes)
+
+    @property
+    def labels(self) -> list[int]:
+        """Label index of every item, in item order."""
+        return list(self._labels)
+
+    def load(self, index: int) -> np.ndarray:
+        """Item ``index`` as ``(H, W, C)`` float32 in [0, 1], resized but not augmented."""
+        return self._prepare(self._read_raw(index))
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        self._check_index(index)
+        img, _ = self._augment(index, self.load(index))
+        return self._to_tensor(img), self._labels[index], index
