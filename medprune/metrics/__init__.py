@@ -14,6 +14,17 @@ from medprune.metrics.classification import (
     small_sample_notes,
 )
 from medprune.metrics.predictions import Predictions, read_predictions_csv, write_predictions_csv
+from medprune.metrics.segmentation import (
+    SEGMENTATION_PER_CLASS_METRICS,
+    SEGMENTATION_SUMMARY_METRICS,
+    SegmentationMetrics,
+    SegmentationScores,
+    per_image_scores,
+    read_segmentation_predictions_csv,
+    segmentation_metrics,
+    segmentation_metrics_from_scores,
+    write_segmentation_predictions_csv,
+)
 
 __all__ = [
     "classification_metrics",
@@ -25,4 +36,13 @@ __all__ = [
     "Predictions",
     "write_predictions_csv",
     "read_predictions_csv",
+    "segmentation_metrics",
+    "segmentation_metrics_from_scores",
+    "per_image_scores",
+    "SegmentationMetrics",
+    "SegmentationScores",
+    "write_segmentation_predictions_csv",
+    "read_segmentation_predictions_csv",
+    "SEGMENTATION_PER_CLASS_METRICS",
+    "SEGMENTATION_SUMMARY_METRICS",
 ]
