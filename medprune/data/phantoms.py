@@ -242,3 +242,4 @@ def make_thermography_phantom(
 
 
 PHANTOMS.add("thermography", make_thermography_phantom)
+from medprune.data import phantom_ivoct  # noqa: E402,F401  registers "ivoct"; it imports PHANTOMS, so last
