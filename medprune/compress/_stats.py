@@ -50,12 +50,12 @@ def channels_first(x: torch.Tensor, module: nn.Module) -> torch.Tensor:
 
 
 def out_channels(module: nn.Module) -> int:
-    """Number of output channels of a conv, linear or norm layer, read from its weight."""
+    """Number of output channels of a conv, linear, BatchNorm or InstanceNorm layer, read from its weight."""
     if isinstance(module, nn.modules.conv._ConvNd):
         return int(module.weight.shape[1] * module.groups if module.transposed else module.weight.shape[0])
     if isinstance(module, nn.Linear):
         return int(module.weight.shape[0])
-    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+    if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)):
         return int(module.num_features if module.weight is None else module.weight.shape[0])
     raise TypeError(f"no output channels defined for {type(module).__name__}")
 

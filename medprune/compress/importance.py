@@ -18,6 +18,11 @@ layers with ``reduction`` (``mean`` per channel over the layers that score it, `
 ``sum``); they are not normalised across layers — the engine does that for global ranking —
 except where a method's definition normalises within a layer (``beta_rank`` and the information
 criteria min-max normalise each layer, as their papers do).
+
+Normalisation layers: BatchNorm and InstanceNorm (MONAI's U-Nets) are treated alike — the norm
+criteria read their affine γ/β, ``taylor`` scores their γ/β, and feature maps are read after them.
+Segmentation calibration batches ``(images, masks)`` with ``(N, H, W)`` int64 masks work with every
+criterion: only ``taylor`` reads the labels, through a per-pixel cross-entropy.
 """
 
 from __future__ import annotations
@@ -65,10 +70,13 @@ _REDUCTIONS = ("mean", "max", "sum")
 def _out_fns() -> tuple[Any, ...]:
     """Handlers that remove a layer's *output* channels; only these deps are scored."""
     return (tp.prune_conv_out_channels, tp.prune_depthwise_conv_out_channels, tp.prune_linear_out_channels,
-            tp.prune_batchnorm_out_channels)
+            tp.prune_batchnorm_out_channels, tp.prune_instancenorm_out_channels)
 
 _CONV_LINEAR = (nn.modules.conv._ConvNd, nn.Linear)
-_BATCHNORM = (nn.modules.batchnorm._BatchNorm,)
+#: Per-channel normalisations whose affine γ/β belong to one channel each: BatchNorm and InstanceNorm.
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
+#: Modules that pass a feature map through unchanged in eval mode (calibration runs in eval mode).
+_EVAL_IDENTITY = (nn.modules.dropout._DropoutNd,)
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -295,26 +303,58 @@ class FPGM(Criterion):
         return torch.cdist(rows, rows).sum(1)
 
 
-@_register
-class BNScale(Criterion):
-    """|γ| of BatchNorm (network slimming, Liu et al. 2017; BPCP's channel score). Data-free.
+class _NormCriterion(Criterion):
+    """Base of the criteria that read the affine parameters (γ, β) of BatchNorm or InstanceNorm.
 
-    Scores BatchNorm deps only, so a group without an affine BatchNorm returns None.
+    InstanceNorm qualifies as well as BatchNorm: it normalises each channel of each image to zero
+    mean and unit variance over its positions, so the pre-activation of channel c is
+    γ_c·x̂ + β_c with x̂ standardised — γ_c is the channel's spread and β_c its mean in every image
+    (exactly, where BatchNorm's running statistics give them only on average).
+
+    Only normalisation deps are scored: a group with no normalisation layer (a U-Net's transposed
+    convolution feeding a concatenation, a detector's FPN) returns None and keeps its width. A
+    group whose normalisation layers have no affine parameters raises :class:`PruningError` —
+    there is no γ to rank by, and skipping it would silently leave the model unpruned.
+    """
+
+    targets = _NORMS
+
+    @torch.no_grad()
+    def __call__(self, group: Any) -> torch.Tensor | None:
+        scores = super().__call__(group)
+        if scores is None:
+            for dep, _ in group:
+                norm = dep.target.module
+                if isinstance(norm, _NORMS) and getattr(norm, "weight", None) is None:
+                    label = str(dep.target.name).split(" (", 1)[0]
+                    raise PruningError(
+                        f"criterion {self.name!r} ranks channels by the scale γ of their normalisation layer, but "
+                        f"{label} ({type(norm).__name__}) has none (affine=False); build the model with affine "
+                        "normalisation or use another criterion (l1, l2, fpgm, taylor)")
+        return scores
+
+
+@_register
+class BNScale(_NormCriterion):
+    """|γ| of BatchNorm or InstanceNorm (network slimming, Liu et al. 2017; BPCP's channel score). Data-free.
+
+    See :class:`_NormCriterion` for InstanceNorm and for groups without a normalisation layer.
     """
 
     name = "bn_scale"
-    targets = _BATCHNORM
 
     def _compute(self, module: nn.Module) -> torch.Tensor:
         return module.weight.detach().to("cpu", torch.float64).abs()
 
 
 @_register
-class BNExpectation(Criterion):
-    """Expected post-ReLU activation from BatchNorm parameters (Oh et al., WACV 2022). Data-free.
+class BNExpectation(_NormCriterion):
+    """Expected post-ReLU activation from BatchNorm/InstanceNorm parameters (Oh et al., WACV 2022). Data-free.
 
     *Reconstruction* of the exact form: channel c's pre-activation is z ~ N(β_c, γ_c²), scored by
-    E[max(0, z)] = β·Φ(β/|γ|) + |γ|·φ(β/|γ|); for γ = 0 it is max(β, 0).
+    E[max(0, z)] = β·Φ(β/|γ|) + |γ|·φ(β/|γ|); for γ = 0 it is max(β, 0). The formula is ReLU's
+    whatever the activation is: for MONAI's LeakyReLU/PReLU U-Nets it ranks by the positive part only.
+    See :class:`_NormCriterion` for InstanceNorm and for groups without a normalisation layer.
 
     **Unsafe under class imbalance.** The score is the channel's mean activation on the
     *training* distribution, so it prunes rarely-firing channels first — and a channel that
@@ -327,7 +367,6 @@ class BNExpectation(Criterion):
     """
 
     name = "bn_expectation"
-    targets = _BATCHNORM
 
     def _compute(self, module: nn.Module) -> torch.Tensor:
         gamma = module.weight.detach().to("cpu", torch.float64).abs()
@@ -343,12 +382,18 @@ class BNExpectation(Criterion):
 # ====================================================================== gradient based
 @_register
 class Taylor(Criterion):
-    """First-order Taylor importance (Molchanov et al., CVPR 2019), BatchNorm included.
+    """First-order Taylor importance (Molchanov et al., CVPR 2019), normalisation layers included.
 
     For every parameter p of a layer, A_p = mean over calibration samples of p·∂L/∂p (batches
     weighted by their size, so two batches give exactly the value of their concatenation under
     a mean-reduced loss); the score of an output channel is Σ|A_p| over the parameters that
-    belong to it — the filter's weights and bias for conv/linear, γ and β for BatchNorm.
+    belong to it — the filter's weights and bias for conv/linear, γ and β for BatchNorm and
+    affine InstanceNorm.
+
+    The default loss is cross-entropy: class indices ``(N,)`` for logits ``(N, K)``, masks
+    ``(N, H, W)`` for a segmentation model's ``(N, K, H, W)`` (the mean over pixels; integer masks
+    of any integer dtype are read as int64), or class probabilities of the logits' shape. Labels
+    of another shape raise :class:`PruningError` naming both shapes.
 
     Torch-Pruning 1.6's ``GroupTaylorImportance`` tests for the GroupNorm handler where it means
     BatchNorm, so BatchNorm never contributes there (DESIGN.md §4.6); here it does. The model
@@ -360,7 +405,7 @@ class Taylor(Criterion):
     name = "taylor"
     data_driven = True
     needs_grad = True
-    targets = _CONV_LINEAR + _BATCHNORM
+    targets = _CONV_LINEAR + _NORMS
 
     def _collect(self, model: nn.Module, batches: Iterator[Batch], loss_fn: LossFn | None) -> int:
         loss_fn = loss_fn or F.cross_entropy
@@ -379,7 +424,10 @@ class Taylor(Criterion):
                 model.zero_grad(set_to_none=True)
                 with torch.enable_grad():
                     out = model(x)
-                    loss = loss_fn(out[0] if isinstance(out, tuple) else out, y)
+                    logits = out[0] if isinstance(out, tuple) else out
+                    if loss_fn is F.cross_entropy:
+                        y = _cross_entropy_targets(logits, y)
+                    loss = loss_fn(logits, y)
                 loss.backward()
                 nb = int(x.shape[0])
                 for m, k, p in params:
@@ -404,7 +452,7 @@ class Taylor(Criterion):
         w = st.get("weight")
         if w is None:
             score = torch.zeros(c, dtype=torch.float64)
-        elif isinstance(module, _BATCHNORM):
+        elif isinstance(module, _NORMS):
             score = w.abs()
         else:
             score = _stats.weight_rows(module, w).abs().sum(1)
@@ -415,6 +463,19 @@ class Taylor(Criterion):
 
 def _acc_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
+
+
+def _cross_entropy_targets(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``y`` as cross-entropy takes it with ``logits``: class indices (int64) or probabilities."""
+    index_shape = (logits.shape[0], *logits.shape[2:])
+    if tuple(y.shape) == index_shape and not y.is_floating_point() and not y.is_complex() and y.dtype != torch.bool:
+        return y.long()
+    if y.shape == logits.shape and y.is_floating_point():
+        return y
+    kind = "masks (N, H, W)" if logits.dim() > 2 else "labels (N,)"
+    raise PruningError(f"criterion 'taylor': calibration labels of shape {tuple(y.shape)} ({y.dtype}) do not fit the "
+                       f"model's logits {tuple(logits.shape)}; cross-entropy needs integer class {kind} — "
+                       f"shape {index_shape} — or class probabilities shaped like the logits")
 
 
 # ====================================================================== activation based
@@ -434,12 +495,14 @@ class _FeatureMaps:
     """Follows a scored layer's output through the modules that directly consume it, in order.
 
     The feature map of a conv/linear layer is what the next layer reads: its output after the
-    BatchNorm module and the activation module that are the very next modules run on that same
-    tensor (``conv → BN → ReLU`` gives the post-ReLU map; ``conv → ReLU`` or ``conv → BN`` stop
-    earlier). The chain stops at anything else — a residual addition, a functional activation,
-    an in-place change between modules, another layer — and the last tensor of the chain is
-    handed to ``emit(layer, tensor)``. Only one chain is open at a time (a copy of the open
-    tensor is kept in case it is changed in place later, e.g. ``out += identity``).
+    normalisation module (BatchNorm or InstanceNorm) and the activation module that are the very
+    next modules run on that same tensor (``conv → BN → ReLU`` gives the post-ReLU map;
+    ``conv → ReLU`` or ``conv → BN`` stop earlier). An eval-mode Dropout on the way passes the
+    map through (MONAI's blocks run norm → dropout → activation). The chain stops at anything
+    else — a residual addition, a functional activation, an in-place change between modules,
+    another layer — and the last tensor of the chain is handed to ``emit(layer, tensor)``. Only
+    one chain is open at a time (a copy of the open tensor is kept in case it is changed in place
+    later, e.g. ``out += identity``).
     """
 
     def __init__(self, emit: Callable[[nn.Module, torch.Tensor], None]) -> None:
@@ -465,21 +528,24 @@ class _FeatureMaps:
         _, tensor, _, stage, version = self.open
         x = inputs[0] if inputs else None
         follows = (x is tensor and version is not None and _version(tensor) == version
-                   and ((isinstance(module, _BATCHNORM) and stage == 0)
-                        or (isinstance(module, _ACTIVATIONS) and stage < 2)))
+                   and ((isinstance(module, _NORMS) and stage == 0)
+                        or (isinstance(module, _ACTIVATIONS) and stage < 2)
+                        or (isinstance(module, _EVAL_IDENTITY) and not module.training)))
         if follows:
             self.claimed = module
         else:
             self.close()
 
     def post(self, module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
-        """Forward hook of BatchNorm and activation modules: take the chain one step further."""
+        """Forward hook of normalisation, activation and dropout modules: take the chain one step further."""
         if self.open is None or self.claimed is not module:
             return
         self.claimed = None
-        layer = self.open[0]
+        layer, _, snapshot, stage, _ = self.open
         if not isinstance(output, torch.Tensor) or output.shape != inputs[0].shape:
             self.close()
+        elif isinstance(module, _EVAL_IDENTITY):  # same values: same snapshot, same stage
+            self.open = (layer, output, snapshot, stage, _version(output))
         elif isinstance(module, _ACTIVATIONS):  # nothing extends a chain past its activation
             self.open = None
             self.emit(layer, output)
@@ -493,8 +559,8 @@ class _ActivationCriterion(Criterion):
     ``accumulators`` names what is kept per layer: ``in_moments`` (per input channel),
     ``out_moments`` (per output channel), ``out_cov`` (output channel covariance) and
     ``out_hist`` (per output channel histogram). With ``feature_maps`` the ``out_*`` statistics
-    are taken on the layer's feature map — its output after the BatchNorm and activation modules
-    that directly follow it (:class:`_FeatureMaps`) — instead of its raw output.
+    are taken on the layer's feature map — its output after the normalisation and activation
+    modules that directly follow it (:class:`_FeatureMaps`) — instead of its raw output.
     """
 
     data_driven = True
@@ -536,7 +602,7 @@ class _ActivationCriterion(Criterion):
             for m in model.modules():
                 if next(m.children(), None) is None:  # leaf modules, in the order they run
                     handles.append(m.register_forward_pre_hook(maps.pre))
-                    if isinstance(m, _BATCHNORM + _ACTIVATIONS):
+                    if isinstance(m, _NORMS + _ACTIVATIONS + _EVAL_IDENTITY):
                         handles.append(m.register_forward_hook(maps.post))
         n = 0
         try:

@@ -14,10 +14,10 @@ Build any registered model by name; every constructor takes ``num_classes``, ``i
 A new model registers itself with ``@register_model("name")`` in a module imported below.
 """
 
-from medprune.models import baseline, inception, resnet  # noqa: F401  (importing registers the models)
-from medprune.models._registry import (MODELS, create_model, list_models, model_min_input_size, model_signature,
-                                       model_task, register_model)
-from medprune.models.cost import StageCost, count_macs, format_stage_costs, stage_cost_table
+from medprune.models import baseline, inception, resnet, unet  # noqa: F401  (importing registers the models)
+from medprune.models._registry import (MODELS, create_model, list_models, model_input_multiple, model_min_input_size,
+                                       model_signature, model_task, register_model)
+from medprune.models.cost import StageCost, count_macs, count_params, format_stage_costs, stage_cost_table, total_macs
 from medprune.models.baseline import SmallCNN
 from medprune.models.inception import InceptionV3, InceptionV4
 from medprune.models.pooling import POOLINGS, HybridWaveletPool2d, list_poolings, replace_pooling
@@ -30,11 +30,14 @@ __all__ = [
     "list_models",
     "model_signature",
     "model_min_input_size",
+    "model_input_multiple",
     "model_task",
     "StageCost",
     "stage_cost_table",
     "format_stage_costs",
     "count_macs",
+    "total_macs",
+    "count_params",
     "InceptionV3",
     "InceptionV4",
     "SmallCNN",

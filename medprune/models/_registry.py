@@ -14,8 +14,10 @@ architecture later with ``create_model(spec["name"], **spec["kwargs"])``.
 
 Contract of a registered constructor (the model tests check it for every registered name):
 keyword arguments ``num_classes``, ``in_chans``, ``width``, ``pretrained`` and ``drop_rate``; the
-returned plain ``nn.Module`` gives logits ``(N, num_classes)`` in eval mode and carries
-``default_input_size`` and ``min_input_size`` as ``(C, H, W)``.
+returned plain ``nn.Module`` gives logits ``(N, num_classes)`` (segmentation models:
+``(N, num_classes, H, W)``) in eval mode and carries ``default_input_size`` and ``min_input_size`` as
+``(C, H, W)``; the U-Nets also carry ``input_multiple``, the number ``H`` and ``W`` must be divisible by
+(:func:`model_input_multiple` tells it without building the model; 1 where any size works).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 __all__ = ["MODELS", "register_model", "create_model", "list_models", "model_signature", "model_min_input_size",
-           "model_task"]
+           "model_input_multiple", "model_task"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +47,13 @@ MODELS = Registry("model")
 _MIN_SIZES: dict[str, Callable[[dict[str, Any]], tuple[int, int]]] = {}
 #: What each model's output is for: the name of a task (``classification``, ``segmentation``, ...).
 _TASKS: dict[str, str] = {}
+#: The number each model's input ``H`` and ``W`` must be divisible by, as a function of its keyword arguments.
+_MULTIPLES: dict[str, Callable[[dict[str, Any]], int]] = {}
 
 
 def register_model(name: str, *, min_input_size: tuple[int, int] | Callable[[dict[str, Any]], tuple[int, int]],
-                   task: str = "classification") -> Callable[[Any], Any]:
+                   task: str = "classification",
+                   input_multiple: int | Callable[[dict[str, Any]], int] = 1) -> Callable[[Any], Any]:
     """Decorator registering a model constructor: ``@register_model("name", min_input_size=(75, 75))``.
 
     ``min_input_size`` is the smallest ``(H, W)`` the model runs on (a function of the keyword
@@ -56,14 +61,21 @@ def register_model(name: str, *, min_input_size: tuple[int, int] | Callable[[dic
     ``data.image_size`` — instead of ending in a PyTorch traceback mid-training. The model tests
     check it against the built model's ``min_input_size`` for every registered name. ``task``
     says what the output is: ``classification`` logits ``(N, K)``, ``segmentation`` logits
-    ``(N, K, H, W)``; a config pairs a model only with its task.
+    ``(N, K, H, W)``; a config pairs a model only with its task. ``input_multiple`` is the number
+    ``H`` and ``W`` must be divisible by (MONAI's ``UNet`` halves its input four times with strided
+    convolutions and concatenates each level with its upsampled twin, so it needs multiples of 16).
     """
     rule = min_input_size if callable(min_input_size) else (lambda kwargs, size=tuple(min_input_size): size)
+    if not callable(input_multiple) and (isinstance(input_multiple, bool) or not isinstance(input_multiple, int)
+                                         or input_multiple < 1):
+        raise ValueError(f"register_model({name!r}): input_multiple must be an integer >= 1, got {input_multiple!r}")
+    multiple = input_multiple if callable(input_multiple) else (lambda kwargs, m=input_multiple: m)
 
     def decorator(fn: Any) -> Any:
         MODELS.add(name, fn)
         _MIN_SIZES[name] = rule  # type: ignore[assignment]
         _TASKS[name] = task
+        _MULTIPLES[name] = multiple
         return fn
 
     return decorator
@@ -81,6 +93,13 @@ def model_min_input_size(name: str, **kwargs: Any) -> tuple[int, int]:
     arguments = dict(_check_kwargs(name, inspect.signature(fn), kwargs).arguments)
     h, w = _MIN_SIZES[name](arguments)
     return int(h), int(w)
+
+
+def model_input_multiple(name: str, **kwargs: Any) -> int:
+    """The number model ``name`` built with ``kwargs`` needs its input ``H`` and ``W`` divisible by (1: any size)."""
+    fn = MODELS.get(name)
+    arguments = dict(_check_kwargs(name, inspect.signature(fn), kwargs).arguments)
+    return int(_MULTIPLES[name](arguments))
 
 
 def list_models(task: str | None = None) -> list[str]:
