@@ -47,7 +47,8 @@ from torch import nn
 from _common import machine_info, mean_std, parse_names, table, write_result
 from medprune.compress import load_model
 from medprune.compress.export import export_onnx
-from medprune.compress.latency import count_macs, count_params, interleaved_latency, ort_runner, torch_runner
+from medprune.compress.latency import interleaved_latency, ort_runner, torch_runner
+from medprune.models import count_params, total_macs
 from medprune.config import ExperimentConfig, config_from_dict
 from medprune.data import ClassificationDataset, build_augmentation
 from medprune.engine.jobs import DataBundle, reader_options, train
@@ -125,7 +126,7 @@ def total_macs(model: nn.Module, input_size: tuple[int, int, int]) -> tuple[int,
     finally:
         for h in handles:
             h.remove()
-    return count_macs(model, input_size), dwt
+    return total_macs(model, input_size), dwt
 
 
 def run_one(args: argparse.Namespace, seed: int, variant: str, workdir: Path) -> tuple[dict[str, Any], nn.Module]:

@@ -52,7 +52,7 @@ from medprune.engine.checkpoint import load_checkpoint, load_model_weights
 from medprune.engine.jobs import prepare_data, train
 from medprune.engine.trainer import Trainer, predict
 from medprune.metrics import classification_metrics
-from medprune.models._structure import build_from_spec
+from medprune.models.structure import build_from_spec
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "thermography" / "demo.yaml"
 

@@ -19,8 +19,6 @@ from medprune.compress.latency import (
     architecture_key,
     bench_file,
     bench_model,
-    count_macs,
-    count_params,
     differs,
     format_bench,
     interleaved_latency,
@@ -32,7 +30,7 @@ from medprune.compress.latency import (
     torch_runner,
 )
 from medprune.errors import ExportError, MedpruneError
-from medprune.models import count_macs as layer_macs
+from medprune.models import count_macs, count_params, total_macs
 from medprune.models import create_model
 
 INPUT = (3, 20, 20)
@@ -275,12 +273,18 @@ def test_runners_run_torch_and_ort(tmp_path) -> None:
     assert not model.training  # a runner measures the deployed (eval) model
 
 
-def test_count_params_and_macs_match_models_cost() -> None:
+def test_one_mac_counter_meta_and_real_forward_agree() -> None:
+    """medprune has one MAC counter (models.cost.count_macs); a size and a real batch give the same."""
     model = create_model("small_cnn", num_classes=2, in_chans=1, width=0.25)
     assert count_params(model) == sum(p.numel() for p in model.parameters())
-    assert count_macs(model, (1, 32, 32)) == sum(layer_macs(model, (1, 32, 32)).values())
+    per_layer = count_macs(model, (1, 32, 32))
+    assert count_macs(model, torch.randn(3, 1, 32, 32)) == per_layer  # one sample of the batch
+    assert total_macs(model, (1, 32, 32)) == sum(per_layer.values())
     # closed form for the first conv: 32×32 positions × 8 output channels × 1 × 3 × 3
-    assert layer_macs(model, (1, 32, 32))["features.0.0.0"] == 32 * 32 * 8 * 9
+    assert per_layer["features.0.0.0"] == 32 * 32 * 8 * 9
+    model.train()
+    count_macs(model, torch.randn(2, 1, 32, 32))
+    assert model.training  # modes restored
 
 
 def test_bench_model_keys_and_numbers(tmp_path) -> None:
@@ -290,7 +294,7 @@ def test_bench_model_keys_and_numbers(tmp_path) -> None:
     assert {"params", "macs", "file_bytes", "file_kind", "onnx_bytes", "onnx_parity", "latency_ms", "input_size",
             "batch", "threads", "method", "versions", "machine", "onnx_path"} <= set(result)
     assert result["params"] == sum(p.numel() for p in model.parameters())
-    assert result["macs"] == sum(layer_macs(model, size).values())
+    assert result["macs"] == total_macs(model, size)
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     assert result["file_bytes"] == buffer.getbuffer().nbytes
@@ -354,7 +358,7 @@ def test_bench_file_medprune_model_uses_load_model(tmp_path, monkeypatch) -> Non
     assert loaded == [str(path)]
     assert result["file_bytes"] == 1234 and result["file_kind"] == "pruned.pt"
     assert result["input_size"] == [1, 32, 32]
-    assert result["params"] == count_params(model) and result["macs"] == count_macs(model, (1, 32, 32))
+    assert result["params"] == count_params(model) and result["macs"] == total_macs(model, (1, 32, 32))
 
 
 def test_bench_file_round_trip_with_save_model(tmp_path) -> None:
@@ -363,5 +367,5 @@ def test_bench_file_round_trip_with_save_model(tmp_path) -> None:
     model = create_model("small_cnn", num_classes=2, in_chans=1, width=0.25)
     path = save_model(model, tmp_path / "model.pt")
     result = bench_file(path, (1, 32, 32), threads=1, rounds=1, per_round=1, warmup=0)
-    assert result["params"] == count_params(model) and result["macs"] == count_macs(model, (1, 32, 32))
+    assert result["params"] == count_params(model) and result["macs"] == total_macs(model, (1, 32, 32))
     assert result["file_bytes"] == path.stat().st_size and result["model_path"] == str(path)

@@ -19,7 +19,7 @@ from medprune.config import config_from_dict
 from medprune.engine.jobs import build_model
 from medprune.errors import CheckpointError, ConfigError
 from medprune.models import create_model, list_models
-from medprune.models._structure import build_from_spec
+from medprune.models.structure import build_from_spec
 from medprune.models.pooling import (COMBINES, KEEP, HybridWaveletPool2d, apply_pooling_spec, downsampling_pools,
                                      dwt2, list_poolings, replace_pooling)
 

@@ -11,7 +11,7 @@ and what is our reconstruction). Three pieces:
 - :data:`LEVEL_INITS` — how the levels start (``kmeans``, ``quantile``, ``uniform``).
 
 The layers stay ``nn.Conv2d`` / ``nn.Linear`` instances with the usual ``weight``/``bias``, so
-:func:`~medprune.models._structure.capture_structure`, MAC counting and checkpoints see ordinary
+:func:`~medprune.models.structure.capture_structure`, MAC counting and checkpoints see ordinary
 layers; the extra state is ``levels`` (a parameter of ``2**bits`` values, independent of the layer
 width) and the quantizer's scalar ``act.clip``/``act.signed`` buffers.
 """

@@ -47,7 +47,7 @@ from medprune.compress.importance import create_criterion
 from medprune.compress.schedules import SCHEDULES, Schedule
 from medprune.engine.trainer import TrainHook
 from medprune.errors import ConfigError, PruningError
-from medprune.models._registry import create_model
+from medprune.models import create_model
 
 __all__ = ["GateParameters", "BlockGates", "straight_through_gates", "remove_gated_blocks", "BPCP"]
 

@@ -44,7 +44,7 @@ from medprune.engine.jobs import (DataBundle, _configure_runtime, build_model, e
 from medprune.engine.trainer import Distillation, Trainer, predict
 from medprune.errors import ConfigError, DataError, PruningError
 from medprune.metrics import classification_metrics
-from medprune.models._structure import build_from_spec
+from medprune.models.structure import build_from_spec
 
 __all__ = ["PruneOutcome", "prune_job", "load_trained_model", "example_batch", "search_latency_ratio",
            "finetune_config", "validation_metrics", "model_record"]

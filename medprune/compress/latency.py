@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from medprune.compress.export import export_onnx
-from medprune.models import cost
+from medprune.models.cost import count_params, total_macs
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -59,8 +59,6 @@ __all__ = [
     "differs",
     "architecture_key",
     "torch_threads",
-    "count_params",
-    "count_macs",
     "ort_session",
     "torch_runner",
     "ort_runner",
@@ -184,16 +182,6 @@ def architecture_key(model: nn.Module) -> str:
     registry = {k: spec.get(k) for k in ("name", "kwargs", "transforms")} if isinstance(spec, dict) else None
     text = json.dumps({"spec": registry, "layers": layers}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
-
-
-def count_params(model: nn.Module) -> int:
-    """Number of parameters of ``model`` (shared parameters counted once; buffers excluded)."""
-    return sum(p.numel() for p in model.parameters())
-
-
-def count_macs(model: nn.Module, input_size: InputSize) -> int:
-    """Total conv + linear MACs for one ``(C, H, W)`` image; see :func:`medprune.models.count_macs`."""
-    return sum(cost.count_macs(model, tuple(input_size)).values())
 
 
 def _check_counts(where: str, **counts: int) -> None:
@@ -468,7 +456,7 @@ def bench_model(
         file_bytes, file_kind = _state_dict_bytes(model), "torch.save(state_dict)"
     result: dict[str, Any] = {
         "params": count_params(model),
-        "macs": count_macs(model, input_size),
+        "macs": total_macs(model, tuple(input_size)),
         "file_bytes": file_bytes,
         "file_kind": file_kind,
     }

@@ -38,7 +38,8 @@ from torch import nn
 from medprune.compress._graph import (ForwardFn, build_graph, default_forward_fn, flatten_outputs, input_layers,
                                       no_inplace, output_layers, preserved_state)
 from medprune.errors import PruningError
-from medprune.models._structure import capture_structure
+from medprune.models.cost import count_params, total_macs
+from medprune.models.structure import capture_structure
 
 __all__ = ["PruneResult", "prune_model", "prune_channels", "keep_count", "self_check", "layer_widths"]
 
@@ -116,38 +117,6 @@ def keep_count(channels: int, ratio: float, *, round_to: int | None = 8, max_lay
     return int(min(channels, max(kept, floor, 1)))
 
 
-def _count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def _count_macs(model: nn.Module, example_inputs: Any, forward_fn: ForwardFn | None) -> int:
-    """MACs of conv and linear layers for one sample of ``example_inputs`` (eval-mode forward)."""
-    total = 0
-
-    def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
-        nonlocal total
-        if isinstance(output, (tuple, list)):
-            output = output[0]
-        per_sample = output[0].numel() if output.dim() > 1 else output.numel()
-        if isinstance(module, nn.modules.conv._ConvNd):
-            k = module.weight[0].numel()  # (in / groups) × kernel
-            total += per_sample * k
-        else:
-            total += per_sample * module.in_features
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _ROOTS)]
-    try:
-        with preserved_state(model), torch.no_grad():
-            model.eval()
-            x = example_inputs
-            one = x[:1] if isinstance(x, torch.Tensor) else x
-            model(one) if forward_fn is None or isinstance(one, torch.Tensor) else forward_fn(model, one)
-    finally:
-        for h in handles:
-            h.remove()
-    return int(total)
-
-
 def _output_shapes(model: nn.Module, example_inputs: Any, forward_fn: ForwardFn) -> dict[str, list[tuple[int, ...]]]:
     shapes: dict[str, list[tuple[int, ...]]] = {}
     with preserved_state(model), no_inplace(model), torch.no_grad():
@@ -204,7 +173,7 @@ class _Before:
 
     @classmethod
     def of(cls, model: nn.Module, example_inputs: Any, forward_fn: ForwardFn | None) -> "_Before":
-        return cls(layer_widths(model), _count_params(model), _count_macs(model, example_inputs, forward_fn))
+        return cls(layer_widths(model), count_params(model), total_macs(model, example_inputs, forward_fn=forward_fn))
 
 
 def _finish(model: nn.Module, example_inputs: Any, forward_fn: ForwardFn, state: preserved_state,
@@ -219,8 +188,8 @@ def _finish(model: nn.Module, example_inputs: Any, forward_fn: ForwardFn, state:
         self_check(model, example_inputs, expected, forward_fn)
     widths_after = layer_widths(model)
     return PruneResult(model=model, kept={n: (before.widths.get(n, w), w) for n, w in widths_after.items()},
-                       removed=removed, params_before=before.params, params_after=_count_params(model),
-                       macs_before=before.macs, macs_after=_count_macs(model, example_inputs, forward_fn),
+                       removed=removed, params_before=before.params, params_after=count_params(model),
+                       macs_before=before.macs, macs_after=total_macs(model, example_inputs, forward_fn=forward_fn),
                        seconds=time.perf_counter() - t0, criterion=criterion)
 
 

@@ -64,7 +64,7 @@ from torch import nn
 from medprune.compress._qlayers import (ACT_OBJECTIVES, LEVEL_INITS, QUANT_LAYERS, ActQuantizer, ClipSearch,
                                         QuantConv2d, QuantLinear, channel_values, fake_quant)
 from medprune.errors import CheckpointError, QuantizationError
-from medprune.models._structure import record_transform
+from medprune.models.structure import record_transform
 from medprune.registry import suggest
 
 __all__ = ["BITS", "quantize_model", "apply_quantize_spec", "materialize", "quantized_layers", "packed_size_bytes",

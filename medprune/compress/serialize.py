@@ -2,7 +2,7 @@
 
 A model file is a medprune checkpoint (``kind: weights``) whose ``model_spec`` holds the registry
 name, its keyword arguments (a BPCP-shortened ResNet records ``keep_blocks`` there) and the width
-of every layer (:func:`~medprune.models._structure.capture_structure`). Loading rebuilds the
+of every layer (:func:`~medprune.models.structure.capture_structure`). Loading rebuilds the
 registry model, resizes its layers and loads the state dict with ``torch.load(weights_only=True)``:
 no pickled classes, no code, and the outputs equal the saved model's exactly. The same file works
 with ``medprune evaluate --checkpoint``.
@@ -23,7 +23,7 @@ from torch import nn
 
 from medprune.engine.checkpoint import load_checkpoint, load_model_weights, save_checkpoint
 from medprune.errors import CheckpointError
-from medprune.models._structure import build_from_spec, capture_structure
+from medprune.models.structure import build_from_spec, capture_structure
 
 __all__ = ["save_model", "load_model", "model_spec"]
 

@@ -45,7 +45,7 @@ from medprune.engine.trainer import EpochCallback, Trainer, TrainResult, predict
 from medprune.errors import CheckpointError, ConfigError, DataError
 from medprune.metrics import classification_metrics, write_predictions_csv
 from medprune.models import create_model, replace_pooling
-from medprune.models._structure import build_from_spec
+from medprune.models.structure import build_from_spec
 
 __all__ = ["DataBundle", "TrainOutcome", "resolve_device", "prepare_data", "build_model", "train",
            "evaluate", "evaluate_model"]

@@ -7,14 +7,15 @@ A model that declares its stages with ``stage_modules() -> {stage name: [child m
     logger.info("\\n%s", format_stage_costs(rows))
 
 The forward runs on the *meta* device (shapes only, no arithmetic), so a full-size 299-px model
-costs milliseconds. MACs count multiply-accumulates of ``nn.Conv2d`` and ``nn.Linear`` layers only
+costs milliseconds. MACs count multiply-accumulates of convolution and ``nn.Linear`` layers only
 (the usual convention; BatchNorm, pooling and ReLU are left out) for one image in eval mode, so a
-train-only auxiliary head is not counted.
+train-only auxiliary head is not counted. :func:`count_macs` is medprune's one MAC counter: the
+pruning engine, bench, sweep and reports all read it.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-__all__ = ["StageCost", "stage_cost_table", "format_stage_costs", "count_macs"]
+__all__ = ["StageCost", "stage_cost_table", "format_stage_costs", "count_macs", "total_macs", "count_params",
+           "layer_macs", "meta_forward", "MAC_LAYERS"]
 
 
 @dataclass(frozen=True)
@@ -46,41 +48,90 @@ class StageCost:
         return self.channels * self.positions
 
 
-def _layer_macs(module: nn.Module, output: torch.Tensor) -> int:
-    per_image = output[0].numel()
-    if isinstance(module, nn.Conv2d):
-        return per_image * (module.in_channels // module.groups) * math.prod(module.kernel_size)
-    return per_image * module.in_features
+#: The layers whose multiply-accumulates are counted.
+MAC_LAYERS = (nn.modules.conv._ConvNd, nn.Linear)
 
 
-def _meta_forward(model: nn.Module, input_size: tuple[int, int, int],
-                  hooks: list[tuple[nn.Module, Any]]) -> torch.Tensor:
-    """Forward one meta image through ``model`` (left unchanged) with temporary forward hooks."""
+def layer_macs(module: nn.Module, output: torch.Tensor) -> int:
+    """Multiply-accumulates of one conv or linear layer for the first sample of its ``output``.
+
+    Convolutions: output elements × (input channels / groups) × kernel size; linear layers: output
+    elements × input features.
+    """
+    if isinstance(output, (tuple, list)):
+        output = output[0]
+    per_sample = output[0].numel() if output.dim() > 1 else output.numel()
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return per_sample * module.weight[0].numel()  # (in / groups) × kernel
+    return per_sample * module.in_features
+
+
+def meta_forward(model: nn.Module, input_size: tuple[int, ...],
+                 hooks: list[tuple[nn.Module, Any]]) -> torch.Tensor:
+    """Forward one meta image ``(1, *input_size)`` through ``model`` (left unchanged, eval mode) with
+    temporary forward hooks: shapes only, no arithmetic, milliseconds for a 299-px Inception."""
     state = {k: torch.empty_like(v, device="meta") for k, v in model.state_dict(keep_vars=True).items()}
     handles = [m.register_forward_hook(fn) for m, fn in hooks]
-    was_training = model.training
+    modes = {m: m.training for m in model.modules()}
     model.eval()
     try:
         with torch.no_grad():
             return functional_call(model, state, (torch.empty(1, *input_size, device="meta"),))
     finally:
-        model.train(was_training)
+        for m, mode in modes.items():
+            m.training = mode
         for handle in handles:
             handle.remove()
 
 
-def count_macs(model: nn.Module, input_size: tuple[int, int, int]) -> dict[str, int]:
-    """MACs per ``nn.Conv2d``/``nn.Linear`` layer (by qualified name) for one ``input_size`` image."""
+def count_macs(model: nn.Module, inputs: Sequence[int] | Any, *,
+               forward_fn: Callable[[nn.Module, Any], Any] | None = None) -> dict[str, int]:
+    """MACs per conv/linear layer (by qualified name) for ONE sample, in eval mode — medprune's one MAC counter.
+
+    ``inputs`` is either an input size ``(C, H, W)`` — the forward then runs on the meta device (shapes
+    only) — or example inputs: a batch tensor (its first sample is run) or whatever ``forward_fn(model,
+    inputs)`` feeds a model that does not take one tensor (a detector's list of images). A train-only
+    branch (Inception's auxiliary head) is not counted; the model's modes are restored.
+    """
     macs: dict[str, int] = {}
 
     def hook_for(name: str) -> Any:
         def hook(module: nn.Module, args: Any, output: torch.Tensor) -> None:
-            macs[name] = macs.get(name, 0) + _layer_macs(module, output)
+            macs[name] = macs.get(name, 0) + layer_macs(module, output)
         return hook
 
-    layers = [(m, hook_for(n)) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    _meta_forward(model, input_size, layers)
+    layers = [(m, hook_for(n)) for n, m in model.named_modules() if isinstance(m, MAC_LAYERS)]
+    if isinstance(inputs, (tuple, list)) and inputs and all(isinstance(v, int) for v in inputs):
+        meta_forward(model, tuple(inputs), layers)
+        return macs
+    handles = [m.register_forward_hook(fn) for m, fn in layers]
+    modes = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        with torch.no_grad():
+            if isinstance(inputs, torch.Tensor):
+                model(inputs[:1])
+            elif forward_fn is not None:
+                forward_fn(model, inputs)
+            else:
+                model(inputs)
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+        for handle in handles:
+            handle.remove()
     return macs
+
+
+def total_macs(model: nn.Module, inputs: Sequence[int] | Any, *,
+               forward_fn: Callable[[nn.Module, Any], Any] | None = None) -> int:
+    """Sum of :func:`count_macs` over the layers: the model's MACs for one sample."""
+    return int(sum(count_macs(model, inputs, forward_fn=forward_fn).values()))
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters of ``model`` (shared parameters counted once; buffers excluded)."""
+    return sum(p.numel() for p in model.parameters())
 
 
 def stage_cost_table(model: nn.Module, input_size: tuple[int, int, int] | None = None) -> list[StageCost]:
@@ -110,14 +161,14 @@ def stage_cost_table(model: nn.Module, input_size: tuple[int, int, int] | None =
     macs: dict[str, int] = {}
     layer_hooks: list[tuple[nn.Module, Any]] = []
     for name, module in model.named_modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
+        if isinstance(module, MAC_LAYERS):
             owner = next((s for s, names in stages.items()
                           if any(name == n or name.startswith(n + ".") for n in names)), "head")
 
             def add(mod: nn.Module, args: Any, output: torch.Tensor, owner: str = owner) -> None:
-                macs[owner] = macs.get(owner, 0) + _layer_macs(mod, output)
+                macs[owner] = macs.get(owner, 0) + layer_macs(mod, output)
             layer_hooks.append((module, add))
-    logits = _meta_forward(model, input_size, hooks + layer_hooks)
+    logits = meta_forward(model, input_size, hooks + layer_hooks)
     if isinstance(logits, (tuple, list)):
         logits = logits[0]
     rows: list[StageCost] = []

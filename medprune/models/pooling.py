@@ -415,7 +415,7 @@ def downsampling_pools(model: nn.Module) -> list[tuple[str, nn.Module]]:
 def _input_channels(model: nn.Module, pools: list[nn.Module],
                     input_size: tuple[int, ...] | None) -> dict[nn.Module, int]:
     """Input channels of each of ``pools``, from one forward on the meta device (shapes only)."""
-    from medprune.models.cost import _meta_forward
+    from medprune.models.cost import meta_forward
 
     size = input_size or getattr(model, "min_input_size", None) or getattr(model, "default_input_size", None)
     if size is None:
@@ -426,7 +426,7 @@ def _input_channels(model: nn.Module, pools: list[nn.Module],
     def hook(module: nn.Module, args: Any, output: Any) -> None:
         seen[module] = int(args[0].shape[1])
 
-    _meta_forward(model, tuple(size), [(p, hook) for p in pools])
+    meta_forward(model, tuple(size), [(p, hook) for p in pools])
     return seen
 
 
@@ -480,7 +480,7 @@ def replace_pooling(model: nn.Module, kind: str, *, input_size: tuple[int, int, 
         setattr(modules[parent_name] if parent_name else model, child, new)
     log.info("replace_pooling: replaced %d downsampling pool(s) of %s with %s %s", len(sites),
              type(model).__name__, kind, resolved)
-    from medprune.models._structure import record_transform
+    from medprune.models.structure import record_transform
 
     record_transform(model, "pooling", {"name": kind, **resolved})
     return model
@@ -489,7 +489,7 @@ def replace_pooling(model: nn.Module, kind: str, *, input_size: tuple[int, int, 
 def apply_pooling_spec(model: nn.Module, options: dict[str, Any], source: str) -> nn.Module:
     """Replay a recorded pooling swap (``{"name": kind, **options}``) on a freshly built model.
 
-    Called by :func:`medprune.models._structure.build_from_spec` when a saved model is rebuilt;
+    Called by :func:`medprune.models.structure.build_from_spec` when a saved model is rebuilt;
     raises :class:`~medprune.errors.CheckpointError` naming ``source`` for a record it cannot replay.
     """
     opts = dict(options)
