@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from medprune.engine.samplers import inverse_frequency_weights
+from medprune.data.sampling import inverse_frequency_weights
 from medprune.errors import DataError
 
 __all__ = ["class_balanced_batches"]

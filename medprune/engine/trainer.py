@@ -34,7 +34,7 @@ from medprune.config import ExperimentConfig
 from medprune.engine.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from medprune.engine.distributed import DistInfo, all_reduce_sum, broadcast_buffers, gather_objects
 from medprune.engine.optim import build_optimizer, build_scheduler, step_scheduler
-from medprune.engine.samplers import EpochSampler, ShardSampler, inverse_frequency_weights
+from medprune.data.sampling import EpochSampler, ShardSampler, inverse_frequency_weights
 from medprune.errors import CheckpointError
 from medprune.metrics import classification_metrics
 

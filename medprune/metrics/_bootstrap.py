@@ -1,4 +1,4 @@
-"""Vectorised bootstrap machinery for classification metrics.
+"""Vectorised bootstrap machinery of the metrics.
 
 The bootstrap resamples *units* (patients, or single images when no patient ids are known) with
 replacement. A replicate is fully described by a multiplicity matrix ``M`` of shape ``(B, P)``:
@@ -6,6 +6,12 @@ replacement. A replicate is fully described by a multiplicity matrix ``M`` of sh
 enters the replicate with that multiplicity. Because confusion matrices and ECE bins are sums over
 images, each unit's contribution is precomputed once (its *sufficient statistics*) and a replicate
 is the weighted sum ``M @ stats`` — one matrix product for all replicates instead of a Python loop.
+
+Shared by both metric families: the units (:func:`resampling_units`), the draw
+(:func:`draw_multiplicities`, :func:`draw_replicates`), :func:`safe_div`,
+:func:`summary_over_classes` and :func:`percentile_interval`; segmentation's own sums are in
+:mod:`medprune.metrics._segmentation_bootstrap`. The rest is classification's: confusion matrices,
+ECE bins and AUC.
 
 AUC is not a sum over units, so it is computed per replicate from the Mann–Whitney form with
 integer weights (ties count one half), which is the area sklearn's ``roc_auc_score`` integrates
@@ -16,7 +22,7 @@ per unit), from which :mod:`medprune.metrics._exact` builds small-sample interva
 
 Undefined values (0/0, an AUC with one class missing) are ``NaN`` here; the public layer turns
 them into ``None``. Everything in this module is private: the public API is in
-:mod:`medprune.metrics.classification`.
+:mod:`medprune.metrics.classification` and :mod:`medprune.metrics.segmentation`.
 """
 
 from __future__ import annotations
@@ -48,7 +54,27 @@ def draw_multiplicities(n_units: int, n_bootstrap: int, rng: np.random.Generator
     return counts.reshape(n_bootstrap, n_units).astype(np.int64, copy=False)
 
 
-def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+def resampling_units(patient_ids: np.ndarray | None, n: int) -> tuple[np.ndarray, int, str]:
+    """The unit of each of ``n`` items: ``(unit index per item, number of units, unit name)``.
+
+    With patient ids the units are the patients, numbered in sorted order of their ids
+    (``"patient"``); without, each item is its own unit (``"sample"``).
+    """
+    if patient_ids is None:
+        return np.arange(n), n, "sample"
+    _, unit = np.unique(np.asarray(patient_ids).astype(str), return_inverse=True)
+    unit = unit.reshape(-1).astype(np.int64)
+    return unit, int(unit.max()) + 1, "patient"
+
+
+def draw_replicates(n_units: int, n_bootstrap: int, seed: int) -> np.ndarray | None:
+    """:func:`draw_multiplicities` from a local ``default_rng(seed)``; ``None`` when ``n_bootstrap`` is 0."""
+    if n_bootstrap <= 0:
+        return None
+    return draw_multiplicities(n_units, int(n_bootstrap), np.random.default_rng(seed))
+
+
+def safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     """``num / den`` with ``NaN`` where ``den == 0`` and no floating-point warnings."""
     num = np.asarray(num, dtype=np.float64)
     den = np.asarray(den, dtype=np.float64)
@@ -91,13 +117,13 @@ def metrics_from_confusion(cm: np.ndarray) -> dict[str, np.ndarray]:
     fp = pred_n - tp
     tn = total[:, None] - tp - fn - fp
     return {
-        "sensitivity": _safe_div(tp, tp + fn),
-        "specificity": _safe_div(tn, tn + fp),
-        "ppv": _safe_div(tp, tp + fp),
-        "npv": _safe_div(tn, tn + fn),
-        "f1": _safe_div(2 * tp, 2 * tp + fp + fn),
+        "sensitivity": safe_div(tp, tp + fn),
+        "specificity": safe_div(tn, tn + fp),
+        "ppv": safe_div(tp, tp + fp),
+        "npv": safe_div(tn, tn + fn),
+        "f1": safe_div(2 * tp, 2 * tp + fp + fn),
         "support": true_n,
-        "accuracy": _safe_div(tp.sum(axis=1), total),
+        "accuracy": safe_div(tp.sum(axis=1), total),
     }
 
 
@@ -167,7 +193,7 @@ def replicate_ece(mult: np.ndarray, stats: EceStats) -> np.ndarray:
     weights = mult.astype(np.float64)
     n = weights @ stats.count.sum(axis=1).astype(np.float64)
     gap = np.abs(weights @ stats.correct_sum - weights @ stats.conf_sum).sum(axis=1)
-    return _safe_div(gap, n)
+    return safe_div(gap, n)
 
 
 def replicate_auc(mult: np.ndarray, unit: np.ndarray, scores: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -199,7 +225,7 @@ def replicate_auc(mult: np.ndarray, unit: np.ndarray, scores: np.ndarray, y: np.
             neg_below = np.cumsum(g_neg, axis=1) - g_neg
             num = (g_pos * (neg_below + 0.5 * g_neg)).sum(axis=1)
             den = g_pos.sum(axis=1) * g_neg.sum(axis=1)
-            out[lo : lo + block, c] = _safe_div(num, den)
+            out[lo : lo + block, c] = safe_div(num, den)
     return out
 
 

@@ -28,8 +28,10 @@ fewer when a few patients bring most of them, and the number of images when each
 unit (no patient ids, or the patient-level section). It can only be wider than the unclustered
 interval — honest rather than optimistic.
 
-Everything here is private; :mod:`medprune.metrics.classification` decides when these intervals
-replace the bootstrap and records the choice in ``ci_method``.
+Everything here is private; :func:`medprune.metrics._common.use_closed_form` decides when these
+intervals replace the bootstrap, for classification's proportions and segmentation's pooled pixel
+ones, and :mod:`medprune.metrics.classification` and :mod:`medprune.metrics.segmentation` record
+the choice in ``ci_method``.
 """
 
 from __future__ import annotations

@@ -16,7 +16,10 @@ matrix of :func:`medprune.metrics._bootstrap.draw_multiplicities` — no Python 
 patient) into its section of metrics.json: point estimates (the replicate with every unit drawn
 once, so point and replicates share one definition), bootstrap intervals, the closed-form
 intervals of the pooled pixel proportions, and the ``small_sample`` notes. The rules are documented
-in :mod:`medprune.metrics.segmentation`.
+in :mod:`medprune.metrics.segmentation`; the parts classification shares — the options, when a
+closed form replaces the bootstrap, the split's note and the section's shape — come from
+:mod:`medprune.metrics._common`, the resampling units, draw and :func:`safe_div
+<medprune.metrics._bootstrap.safe_div>` from :mod:`medprune.metrics._bootstrap`.
 
 Undefined values are ``NaN`` here and ``None`` in the sections :func:`evaluate_level` returns.
 Everything in this module is private: the public API is in :mod:`medprune.metrics.segmentation`.
@@ -24,7 +27,6 @@ Everything in this module is private: the public API is in :mod:`medprune.metric
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,21 +34,20 @@ import numpy as np
 
 from medprune.metrics import _bootstrap as bs
 from medprune.metrics import _exact as ex
+from medprune.metrics._common import (
+    IntervalOptions,
+    bootstrap_method,
+    none_if_nan,
+    plural,
+    small_sample_section,
+    use_closed_form,
+)
 
 __all__: list[str] = []
 
 PER_CLASS_METRICS = ("dice", "hd95", "sensitivity", "ppv")
 SUMMARY_METRICS = ("mean_dice", "worst_class_dice")
 COUNT_KEYS = ("support", "support_pixels", "n_dice", "n_hd95", "n_missed", "n_spurious")
-
-
-def safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """``num / den`` with ``NaN`` where ``den == 0`` and no floating-point warnings."""
-    num = np.asarray(num, dtype=np.float64)
-    den = np.asarray(den, dtype=np.float64)
-    out = np.full(np.broadcast(num, den).shape, np.nan)
-    np.divide(num, den, out=out, where=den != 0)
-    return out
 
 
 def per_unit_sums(values: np.ndarray, unit: np.ndarray, n_units: int) -> tuple[np.ndarray, np.ndarray]:
@@ -73,13 +74,13 @@ def per_unit_counts(counts: np.ndarray, unit: np.ndarray, n_units: int) -> np.nd
 def replicate_means(mult: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Weighted mean score of every replicate and class, ``(B, K)``; ``NaN`` where nothing is defined."""
     weights = mult.astype(np.float64)
-    return safe_div(weights @ sums, weights @ counts.astype(np.float64))
+    return bs.safe_div(weights @ sums, weights @ counts.astype(np.float64))
 
 
 def replicate_ratio(mult: np.ndarray, numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     """Pooled ratio of every replicate and class, ``(B, K)``, from per-unit integer sums."""
     m = mult.astype(np.int64)
-    return safe_div(m @ numerator.astype(np.int64), m @ denominator.astype(np.int64))
+    return bs.safe_div(m @ numerator.astype(np.int64), m @ denominator.astype(np.int64))
 
 
 @dataclass(frozen=True)
@@ -109,44 +110,17 @@ def patient_scores(
     hd_sum, hd_n = per_unit_sums(hd, unit, n_units)
     p_tp, p_fp, p_fn = (per_unit_counts(x, unit, n_units) for x in (tp, fp, fn))
     return PatientScores(
-        dice=safe_div(dice_sum, dice_n),
-        hd=safe_div(hd_sum, hd_n),
+        dice=bs.safe_div(dice_sum, dice_n),
+        hd=bs.safe_div(hd_sum, hd_n),
         tp=p_tp,
         fp=p_fp,
         fn=p_fn,
-        sensitivity=safe_div(p_tp, p_tp + p_fn),
-        ppv=safe_div(p_tp, p_tp + p_fp),
+        sensitivity=bs.safe_div(p_tp, p_tp + p_fn),
+        ppv=bs.safe_div(p_tp, p_tp + p_fp),
     )
 
 
 # ----------------------------------------------------------------------------- one level
-
-
-@dataclass(frozen=True)
-class Options:
-    """The validated evaluation options every level shares."""
-
-    level: float
-    min_defined_fraction: float
-    exact_below: int
-    small_sample_method: str
-    min_class_support: int
-    min_patients: int
-
-
-def none_if_nan(x: float) -> float | None:
-    """``None`` for ``NaN`` and ``inf`` (JSON has neither), else a plain float."""
-    return None if math.isnan(float(x)) or math.isinf(float(x)) else float(x)
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-def _bootstrap_method(interval: list[float] | None) -> str | None:
-    if interval is None:
-        return None
-    return "percentile_bootstrap_degenerate" if interval[1] - interval[0] <= 0.0 else "percentile_bootstrap"
 
 
 @dataclass(frozen=True)
@@ -165,9 +139,9 @@ class Level:
 
 
 def _small_sample(
-    names: list[str], lv: Level, n_samples: int, unit_name: str, patient_level: bool, opts: Options
+    names: list[str], lv: Level, n_samples: int, unit_name: str, patient_level: bool, opts: IntervalOptions
 ) -> dict[str, Any]:
-    """The ``small_sample`` section, same shape as classification's.
+    """The ``small_sample`` section: this module's class notes, the rest as classification's.
 
     A class is flagged when fewer than ``min_class_support`` units (patients when ids are known,
     else images) hold it in their target; the split when it has fewer than ``min_patients`` units.
@@ -193,36 +167,20 @@ def _small_sample(
             else:
                 notes.append(
                     f"'{name}' is in no {what}'s target: its sensitivity is undefined and its Dice only counts "
-                    f"the {_plural(int(n_dice[r]), what)} where it was predicted"
+                    f"the {plural(int(n_dice[r]), what)} where it was predicted"
                 )
             continue
-        held = _plural(s, what) + (f" from {_plural(int(class_units[r]), 'patient')}" if with_patients else "")
+        held = plural(s, what) + (f" from {plural(int(class_units[r]), 'patient')}" if with_patients else "")
         note = f"'{name}' is in {held}: one {what} moves its {'patient-level ' if by_patient else ''}"
         note += f"mean Dice by up to {1 / n_dice[r]:.2f}"
         if with_patients and max_unit_dice[r] > 1:
             note += f", one patient's images by up to {max_unit_dice[r] / n_dice[r]:.2f}"
         notes.append(note)
-    split = lv.n_units < opts.min_patients
-    if split:
-        if unit_name == "patient":
-            held = _plural(lv.n_units, "patient")
-        else:
-            held = _plural(n_samples, "image") + " (no patient ids)"
-        notes.append(
-            f"the split has {held}, fewer than {opts.min_patients}: its intervals are wide and a difference "
-            "between two models on it is weak evidence"
-        )
-    return {
-        "min_class_support": opts.min_class_support,
-        "min_patients": opts.min_patients,
-        "classes": flagged,
-        "split": bool(split),
-        "notes": notes,
-    }
+    return small_sample_section(flagged, notes, lv.n_units, n_samples, unit_name, opts)
 
 
 def evaluate_level(
-    names: list[str], lv: Level, mult: np.ndarray | None, opts: Options, unit_name: str, patient_level: bool
+    names: list[str], lv: Level, mult: np.ndarray | None, opts: IntervalOptions, unit_name: str, patient_level: bool
 ) -> dict[str, Any]:
     """Point estimates and intervals of one level; the point is the replicate with every unit once."""
     means = {"dice": lv.dice, "hd95": lv.hd}
@@ -283,10 +241,10 @@ def evaluate_level(
         for m in PER_CLASS_METRICS:
             key = f"per_class.{name}.{m}"
             ci[key] = bs.percentile_interval(reps[m][:, r], opts.level, opts.min_defined_fraction)
-            method[key] = _bootstrap_method(ci[key])
+            method[key] = bootstrap_method(ci[key])
     for m in SUMMARY_METRICS:
         ci[m] = bs.percentile_interval(rep_summary[m], opts.level, opts.min_defined_fraction)
-        method[m] = _bootstrap_method(ci[m])
+        method[m] = bootstrap_method(ci[m])
     for m, (num_u, den_u) in pooled.items():
         _closed_form(names, m, num_u, den_u, ci, method, opts)
     result["ci"], result["ci_method"] = ci, method
@@ -300,12 +258,13 @@ def _closed_form(
     den_u: np.ndarray,
     ci: dict[str, list[float] | None],
     method: dict[str, str | None],
-    opts: Options,
+    opts: IntervalOptions,
 ) -> None:
     """Replace a pooled pixel proportion's bootstrap interval by a closed form on its effective unit count.
 
     Applies when fewer than ``exact_below`` units hold a pixel of the denominator, or the bootstrap
-    degenerates (no interval, zero width, or a point estimate of exactly 0 or 1).
+    degenerates (no interval, zero width, or a point estimate of exactly 0 or 1): the rule of
+    :func:`medprune.metrics._common.use_closed_form`, which classification follows too.
     """
     successes, trials = num_u.sum(axis=0).astype(np.float64), den_u.sum(axis=0).astype(np.float64)
     units, n_eff = ex.effective_count(den_u)
@@ -314,7 +273,5 @@ def _closed_form(
         if np.isnan(low[r]):
             continue  # empty denominator: undefined, no interval of any kind
         key = f"per_class.{name}.{metric}"
-        boot = ci[key]
-        degenerate = boot is None or boot[1] - boot[0] <= 0.0 or successes[r] in (0.0, trials[r])
-        if units[r] < opts.exact_below or degenerate:
+        if use_closed_form(ci[key], successes[r] in (0.0, trials[r]), units[r], opts.exact_below):
             ci[key], method[key] = [float(low[r]), float(high[r])], opts.small_sample_method

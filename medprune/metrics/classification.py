@@ -56,7 +56,6 @@ Example::
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -67,6 +66,20 @@ import numpy as np
 from medprune.errors import DataError
 from medprune.metrics import _bootstrap as bs
 from medprune.metrics import _exact as ex
+from medprune.metrics._common import (
+    IntervalOptions,
+    bootstrap_method,
+    check_classes,
+    check_ids,
+    check_int_option,
+    check_interval_options,
+    check_unique_ids,
+    none_if_nan,
+    plural,
+    small_sample_section,
+    to_numpy,
+    use_closed_form,
+)
 from medprune.metrics.predictions import Predictions, as_sample_ids
 from medprune.registry import suggest
 
@@ -96,7 +109,6 @@ CI_METHODS = ("percentile_bootstrap", "percentile_bootstrap_degenerate", "cloppe
 """Values of ``ci_method``: how each interval in ``ci`` was made (``None`` where ``ci`` is ``None``)."""
 
 _AGGREGATIONS = ("mean", "max")
-_SMALL_SAMPLE_METHODS = tuple(ex.METHODS)
 _PROPORTIONS = ("sensitivity", "specificity", "ppv", "npv")  # per-class metrics that are x / n
 _NOTE_LEVELS = ("image", "patient", "all")
 # Softmax in float32 sums to 1 within ~1e-6; 1e-3 only tolerates rounding in stored CSVs.
@@ -106,72 +118,34 @@ _ROW_SUM_TOL = 1e-3
 # ----------------------------------------------------------------------------- validation
 
 
-def _to_numpy(x: Any) -> np.ndarray:
-    """Accept numpy arrays, torch tensors (any device, with grad) and sequences."""
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
+@dataclass(frozen=True)
+class _Options(IntervalOptions):
+    """The validated evaluation options every level shares: the interval ones plus ECE's bins."""
 
-
-def _check_classes(classes: Sequence[str]) -> list[str]:
-    names = list(classes)
-    if len(names) < 2:
-        raise DataError(f"classes: need at least 2 class names, got {names!r}")
-    for i, name in enumerate(names):
-        if not isinstance(name, str) or not name:
-            raise DataError(f"classes[{i}]: class names must be non-empty strings, got {name!r}")
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise DataError(f"classes: duplicate class names {dupes}")
-    return names
+    ece_bins: int
 
 
 def _check_options(
-    n_bootstrap: int, ci: float, patient_aggregation: str, ece_bins: int, min_defined_fraction: float
-) -> None:
-    if isinstance(n_bootstrap, bool) or not isinstance(n_bootstrap, (int, np.integer)) or n_bootstrap < 0:
-        raise DataError(f"n_bootstrap: must be an integer >= 0 (0 disables intervals), got {n_bootstrap!r}")
-    if not isinstance(ci, (float, int)) or not 0.0 < float(ci) < 1.0:
-        raise DataError(f"ci: confidence level must lie strictly between 0 and 1 (e.g. 0.95), got {ci!r}")
+    n_bootstrap: int,
+    ci: float,
+    patient_aggregation: str,
+    ece_bins: int,
+    min_defined_fraction: float,
+    exact_below: int,
+    small_sample_method: str,
+    min_class_support: int,
+    min_patients: int,
+) -> _Options:
+    shared = check_interval_options(
+        n_bootstrap, ci, min_defined_fraction, exact_below, small_sample_method, min_class_support, min_patients
+    )
     if patient_aggregation not in _AGGREGATIONS:
         raise DataError("patient_aggregation: " + suggest(str(patient_aggregation), _AGGREGATIONS, "aggregation"))
-    if isinstance(ece_bins, bool) or not isinstance(ece_bins, (int, np.integer)) or ece_bins < 1:
-        raise DataError(f"ece_bins: must be an integer >= 1, got {ece_bins!r}")
-    if not isinstance(min_defined_fraction, (float, int)) or not 0.0 <= float(min_defined_fraction) <= 1.0:
-        raise DataError(f"min_defined_fraction: must lie in [0, 1], got {min_defined_fraction!r}")
-
-
-def _check_small_sample_options(
-    exact_below: int, small_sample_method: str, min_class_support: int, min_patients: int
-) -> None:
-    for name, value in (
-        ("exact_below", exact_below),
-        ("min_class_support", min_class_support),
-        ("min_patients", min_patients),
-    ):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise DataError(f"{name}: must be an integer >= 0 (0 switches it off), got {value!r}")
-    if small_sample_method not in _SMALL_SAMPLE_METHODS:
-        raise DataError(
-            "small_sample_method: " + suggest(str(small_sample_method), _SMALL_SAMPLE_METHODS, "interval method")
-        )
-
-
-@dataclass(frozen=True)
-class _Options:
-    """The validated evaluation options every level shares."""
-
-    level: float
-    ece_bins: int
-    min_defined_fraction: float
-    exact_below: int
-    small_sample_method: str
-    min_class_support: int
-    min_patients: int
+    return _Options(ece_bins=check_int_option("ece_bins", ece_bins, 1), **vars(shared))
 
 
 def _check_labels(y_true: Any, k: int, classes: list[str]) -> np.ndarray:
-    y = _to_numpy(y_true)
+    y = to_numpy(y_true)
     if y.ndim != 1:
         raise DataError(f"y_true: expected a 1-D array of class indices, got shape {tuple(y.shape)}")
     if y.dtype == bool:
@@ -191,7 +165,7 @@ def _check_labels(y_true: Any, k: int, classes: list[str]) -> np.ndarray:
 
 
 def _check_probs(probs: Any, n: int, k: int, classes: list[str]) -> np.ndarray:
-    p = _to_numpy(probs)
+    p = to_numpy(probs)
     if p.ndim != 2 or p.shape[1] != k:
         raise DataError(f"probs: expected shape (N, {k}) for classes {classes}, got {tuple(p.shape)}")
     if p.shape[0] != n:
@@ -216,25 +190,7 @@ def _check_probs(probs: Any, n: int, k: int, classes: list[str]) -> np.ndarray:
     return p
 
 
-def _check_ids(ids: Any, n: int, name: str) -> np.ndarray:
-    if isinstance(ids, (str, bytes)):
-        raise DataError(f"{name}: expected one id per sample, got a single string {ids!r}")
-    values = list(_to_numpy(ids).tolist()) if hasattr(ids, "detach") else list(ids)
-    if len(values) != n:
-        raise DataError(f"{name}: has {len(values)} entries but there are {n} samples")
-    out = []
-    for i, v in enumerate(values):
-        if v is None or (isinstance(v, float) and math.isnan(v)) or str(v) == "":
-            raise DataError(f"{name}: sample {i} has no id ({v!r})")
-        out.append(str(v))
-    return np.asarray(out, dtype=object)
-
-
 # ----------------------------------------------------------------------------- evaluation
-
-
-def _none_if_nan(x: float) -> float | None:
-    return None if math.isnan(x) else float(x)
 
 
 def _aggregate_patients(
@@ -260,16 +216,6 @@ def _aggregate_patients(
         np.maximum.at(agg, unit, probs)
     agg = agg / agg.sum(axis=1, keepdims=True)
     return y_pat, agg, n_mixed
-
-
-def _interval_width_zero(interval: list[float] | None) -> bool:
-    return interval is not None and interval[1] - interval[0] <= 0.0
-
-
-def _bootstrap_method(interval: list[float] | None) -> str | None:
-    if interval is None:
-        return None
-    return "percentile_bootstrap_degenerate" if _interval_width_zero(interval) else "percentile_bootstrap"
 
 
 def _proportion_keys(classes: list[str]) -> list[tuple[str, str, int | None]]:
@@ -318,11 +264,10 @@ def _choose_intervals(
     for key, interval in boot.items():
         if key in closed:
             at_bound, units, exact = closed[key]
-            degenerate = interval is None or at_bound or _interval_width_zero(interval)
-            if exact is not None and (units < opts.exact_below or degenerate):
+            if exact is not None and use_closed_form(interval, at_bound, units, opts.exact_below):
                 ci[key], method[key] = exact, opts.small_sample_method
                 continue
-        ci[key], method[key] = interval, _bootstrap_method(interval)
+        ci[key], method[key] = interval, bootstrap_method(interval)
 
     parts = [f"per_class.{name}.sensitivity" for name in sensitivity_classes]
     exact_parts = any(method[key] == opts.small_sample_method for key in parts)
@@ -332,10 +277,6 @@ def _choose_intervals(
         for key, agg in (("balanced_accuracy", np.mean), ("worst_class_sensitivity", np.min)):
             ci[key], method[key] = [float(agg(lows)), float(agg(highs))], opts.small_sample_method
     return ci, method
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _small_sample(
@@ -367,31 +308,15 @@ def _small_sample(
         if s == 0:
             notes.append(f"'{name}' has no {what}s: its sensitivity, F1 and AUC are undefined")
             continue
-        held = _plural(s, what)
+        held = plural(s, what)
         if unit_name == "patient" and not patient_level:
-            held += f" from {_plural(int(class_units[c]), 'patient')}"
+            held += f" from {plural(int(class_units[c]), 'patient')}"
         note = f"'{name}' has {held}: one error moves its {'patient-level ' if by_patient else ''}"
         note += f"sensitivity by {1 / s:.2f}"
         if unit_name == "patient" and not patient_level and max_unit_images[c] > 1:
             note += f", one patient's images by up to {max_unit_images[c] / s:.2f}"
         notes.append(note)
-    split = n_units < opts.min_patients
-    if split:
-        if unit_name == "patient":
-            held = _plural(n_units, "patient")
-        else:
-            held = _plural(n_samples, "image") + " (no patient ids)"
-        notes.append(
-            f"the split has {held}, fewer than {opts.min_patients}: its intervals are wide and a difference "
-            "between two models on it is weak evidence"
-        )
-    return {
-        "min_class_support": opts.min_class_support,
-        "min_patients": opts.min_patients,
-        "classes": flagged,
-        "split": bool(split),
-        "notes": notes,
-    }
+    return small_sample_section(flagged, notes, n_units, n_samples, unit_name, opts)
 
 
 def _evaluate_level(
@@ -443,14 +368,14 @@ def _evaluate_level(
     result: dict[str, Any] = {
         "per_class": {
             name: {
-                **{m: _none_if_nan(point[m][0, c]) for m in PER_CLASS_METRICS},
+                **{m: none_if_nan(point[m][0, c]) for m in PER_CLASS_METRICS},
                 "support": int(point["support"][0, c]),
             }
             for c, name in enumerate(classes)
         },
-        **{m: _none_if_nan(point_summary[m][0]) for m in SUMMARY_METRICS if m != "ece"},
+        **{m: none_if_nan(point_summary[m][0]) for m in SUMMARY_METRICS if m != "ece"},
         "confusion_matrix": point["confusion_matrix"][0].astype(int).tolist(),
-        "ece": _none_if_nan(point_summary["ece"][0]),
+        "ece": none_if_nan(point_summary["ece"][0]),
         "ci": {},
         "ci_method": {},
         "small_sample": _small_sample(
@@ -545,17 +470,10 @@ def classification_metrics(
         DataError: on mismatched lengths, ``probs`` not ``(N, len(classes))`` or not
             probabilities, labels out of range, missing patient ids or bad options.
     """
-    names = _check_classes(classes)
-    _check_options(n_bootstrap, ci, patient_aggregation, ece_bins, min_defined_fraction)
-    _check_small_sample_options(exact_below, small_sample_method, min_class_support, min_patients)
-    opts = _Options(
-        level=float(ci),
-        ece_bins=int(ece_bins),
-        min_defined_fraction=float(min_defined_fraction),
-        exact_below=int(exact_below),
-        small_sample_method=small_sample_method,
-        min_class_support=int(min_class_support),
-        min_patients=int(min_patients),
+    names = check_classes(classes)
+    opts = _check_options(
+        n_bootstrap, ci, patient_aggregation, ece_bins, min_defined_fraction, exact_below, small_sample_method,
+        min_class_support, min_patients,
     )
     k = len(names)
     y = _check_labels(y_true, k, names)
@@ -563,18 +481,11 @@ def classification_metrics(
     if n == 0:
         raise DataError("y_true: no samples to evaluate")
     p = _check_probs(probs, n, k, names)
-    if patient_ids is None:
-        unit, n_units, unit_name = np.arange(n), n, "sample"
-    else:
-        ids = _check_ids(patient_ids, n, "patient_ids")
-        _, unit = np.unique(ids.astype(str), return_inverse=True)
-        unit = unit.reshape(-1).astype(np.int64)
-        n_units, unit_name = int(unit.max()) + 1, "patient"
+    ids = None if patient_ids is None else check_ids(patient_ids, n, "patient_ids")
+    unit, n_units, unit_name = bs.resampling_units(ids, n)
 
     start = time.perf_counter()
-    mult = None
-    if n_bootstrap > 0:
-        mult = bs.draw_multiplicities(n_units, int(n_bootstrap), np.random.default_rng(seed))
+    mult = bs.draw_replicates(n_units, n_bootstrap, seed)
     image = _evaluate_level(y, p, unit, n_units, names, mult, opts, unit_name, patient_level=False)
 
     y_pat, p_pat, n_mixed = _aggregate_patients(y, p, unit, n_units, patient_aggregation)
@@ -670,9 +581,11 @@ class ClassificationMetrics:
         min_class_support: int = 10,
         min_patients: int = 20,
     ) -> None:
-        self.classes = _check_classes(classes)
-        _check_options(n_bootstrap, ci, patient_aggregation, ece_bins, min_defined_fraction)
-        _check_small_sample_options(exact_below, small_sample_method, min_class_support, min_patients)
+        self.classes = check_classes(classes)
+        _check_options(
+            n_bootstrap, ci, patient_aggregation, ece_bins, min_defined_fraction, exact_below, small_sample_method,
+            min_class_support, min_patients,
+        )
         self.n_bootstrap = int(n_bootstrap)
         self.ci = float(ci)
         self.seed = seed
@@ -711,8 +624,8 @@ class ClassificationMetrics:
         try:
             y = _check_labels(y_true, k, self.classes)
             p = _check_probs(probs, y.shape[0], k, self.classes)
-            pids = None if patient_ids is None else _check_ids(patient_ids, y.shape[0], "patient_ids")
-            sids = None if sample_ids is None else _check_ids(sample_ids, y.shape[0], "sample_ids")
+            pids = None if patient_ids is None else check_ids(patient_ids, y.shape[0], "patient_ids")
+            sids = None if sample_ids is None else check_ids(sample_ids, y.shape[0], "sample_ids")
         except DataError as err:
             raise DataError(f"batch {batch}: {err}") from None
         if batch > 0 and (pids is None) != (not self._patients):
@@ -734,13 +647,7 @@ class ClassificationMetrics:
         n = self.n_samples
         sample_ids = as_sample_ids(np.concatenate(self._samples)) if self._samples else np.arange(n)
         if self._samples:
-            uniq, counts = np.unique(sample_ids.astype(str), return_counts=True)
-            if (counts > 1).any():
-                dupes = uniq[counts > 1]
-                raise DataError(
-                    f"sample_ids: {dupes.size} sample(s) seen more than once, e.g. {dupes[:5].tolist()}; "
-                    "drop the padding duplicates of a distributed sampler before updating"
-                )
+            check_unique_ids(sample_ids)
         return Predictions(
             sample_ids=sample_ids,
             paths=None,

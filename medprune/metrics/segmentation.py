@@ -120,10 +120,16 @@ import numpy as np
 from medprune._io import atomic_write
 from medprune.errors import DataError
 from medprune.metrics import _bootstrap as bs
-from medprune.metrics import _exact as ex
 from medprune.metrics import _segmentation_bootstrap as sb
+from medprune.metrics._common import (
+    check_classes,
+    check_ids,
+    check_interval_options,
+    check_unique_ids,
+    none_if_nan,
+    to_numpy,
+)
 from medprune.metrics.predictions import as_sample_ids
-from medprune.registry import suggest
 
 if TYPE_CHECKING:
     import torch
@@ -150,7 +156,6 @@ SEGMENTATION_PER_CLASS_METRICS = sb.PER_CLASS_METRICS
 SEGMENTATION_SUMMARY_METRICS = sb.SUMMARY_METRICS
 """Top-level scalar metrics, each with a confidence interval."""
 
-_SMALL_SAMPLE_METHODS = tuple(ex.METHODS)
 # One-hot masks are built for this many cells at a time (as float64 for Dice: 32 MB), whatever N, K, H, W are.
 _ONE_HOT_CELLS = 1 << 22
 # MONAI 1.6's Hausdorff distance passes its own deprecated argument to get_mask_edges.
@@ -160,29 +165,7 @@ _MONAI_NOISE = ".*always_return_as_numpy.*"
 # ----------------------------------------------------------------------------- validation
 
 
-def _to_numpy(x: Any) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
-def _check_classes(classes: Sequence[str]) -> list[str]:
-    names = list(classes) if not isinstance(classes, str) else [classes]
-    if len(names) < 2:
-        raise DataError(f"classes: need a name for every label value, background (0) included; got {names!r}")
-    for i, name in enumerate(names):
-        if not isinstance(name, str) or not name:
-            raise DataError(f"classes[{i}]: class names must be non-empty strings, got {name!r}")
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise DataError(f"classes: duplicate class names {dupes}")
-    return names
-
-
-def _check_int_option(name: str, value: Any, minimum: int, hint: str = "") -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise DataError(f"{name}: must be an integer >= {minimum}{hint}, got {value!r}")
-    return int(value)
+_TOO_FEW_CLASSES = "need a name for every label value, background (0) included; got {names!r}"
 
 
 def _check_hd_percentile(hd_percentile: Any) -> float:
@@ -193,36 +176,6 @@ def _check_hd_percentile(hd_percentile: Any) -> float:
             f"hd_percentile: must lie in (0, 100] (95 for HD95, 100 for the full Hausdorff), got {hd_percentile!r}"
         )
     return float(hd_percentile)
-
-
-def _check_options(
-    n_bootstrap: Any,
-    ci: Any,
-    min_defined_fraction: Any,
-    exact_below: Any,
-    small_sample_method: Any,
-    min_class_support: Any,
-    min_patients: Any,
-) -> sb.Options:
-    _check_int_option("n_bootstrap", n_bootstrap, 0, " (0 disables intervals)")
-    if isinstance(ci, bool) or not isinstance(ci, (float, int)) or not 0.0 < float(ci) < 1.0:
-        raise DataError(f"ci: confidence level must lie strictly between 0 and 1 (e.g. 0.95), got {ci!r}")
-    if isinstance(min_defined_fraction, bool) or not isinstance(min_defined_fraction, (float, int)) or not (
-        0.0 <= float(min_defined_fraction) <= 1.0
-    ):
-        raise DataError(f"min_defined_fraction: must lie in [0, 1], got {min_defined_fraction!r}")
-    if small_sample_method not in _SMALL_SAMPLE_METHODS:
-        raise DataError(
-            "small_sample_method: " + suggest(str(small_sample_method), _SMALL_SAMPLE_METHODS, "interval method")
-        )
-    return sb.Options(
-        level=float(ci),
-        min_defined_fraction=float(min_defined_fraction),
-        exact_below=_check_int_option("exact_below", exact_below, 0, " (0 switches it off)"),
-        small_sample_method=str(small_sample_method),
-        min_class_support=_check_int_option("min_class_support", min_class_support, 0, " (0 switches it off)"),
-        min_patients=_check_int_option("min_patients", min_patients, 0, " (0 switches it off)"),
-    )
 
 
 def _first_bad(mask: np.ndarray) -> tuple[int, ...]:
@@ -255,7 +208,7 @@ def _as_labels(a: np.ndarray, name: str, k: int, classes: list[str]) -> np.ndarr
 
 
 def _check_target(target: Any, k: int, classes: list[str]) -> np.ndarray:
-    a = _to_numpy(target)
+    a = to_numpy(target)
     if a.ndim == 4 and a.shape[1] == 1:
         a = a[:, 0]
     if a.ndim != 3:
@@ -284,7 +237,7 @@ def _check_pred(pred: Any, k: int, classes: list[str]) -> np.ndarray:
         raise DataError(
             f"pred: (N, C, H, W) scores need one channel per class: got {shape[1]} channels for {k} classes {classes}"
         )
-    a = _to_numpy(pred)
+    a = to_numpy(pred)
     if a.ndim == 4:
         a = a[:, 0]
     if a.ndim != 3:
@@ -294,35 +247,11 @@ def _check_pred(pred: Any, k: int, classes: list[str]) -> np.ndarray:
     return _as_labels(a, "pred", k, classes)
 
 
-def _check_ids(ids: Any, n: int, name: str) -> np.ndarray:
-    if isinstance(ids, (str, bytes)):
-        raise DataError(f"{name}: expected one id per image, got a single string {ids!r}")
-    values = list(_to_numpy(ids).tolist()) if hasattr(ids, "detach") or isinstance(ids, np.ndarray) else list(ids)
-    if len(values) != n:
-        raise DataError(f"{name}: has {len(values)} entries but there are {n} images")
-    out = []
-    for i, v in enumerate(values):
-        if v is None or (isinstance(v, float) and math.isnan(v)) or str(v) == "":
-            raise DataError(f"{name}: image {i} has no id ({v!r})")
-        out.append(str(v))
-    return np.asarray(out, dtype=object)
-
-
-def _check_unique(sample_ids: np.ndarray) -> None:
-    uniq, counts = np.unique(sample_ids.astype(str), return_counts=True)
-    if (counts > 1).any():
-        dupes = uniq[counts > 1]
-        raise DataError(
-            f"sample_ids: {dupes.size} image(s) seen more than once, e.g. {dupes[:5].tolist()}; "
-            "drop the padding duplicates of a distributed sampler before updating"
-        )
-
-
 def _check_spacing(spacing: Any, n: int) -> np.ndarray | None:
     """``None`` (pixel units) or an ``(n, 2)`` float array of (row, column) spacings."""
     if spacing is None:
         return None
-    a = np.asarray(_to_numpy(spacing) if hasattr(spacing, "detach") else spacing)
+    a = np.asarray(to_numpy(spacing) if hasattr(spacing, "detach") else spacing)
     if not (np.issubdtype(a.dtype, np.number)) or a.dtype == bool:
         raise DataError(f"spacing: expected numbers, got {spacing!r}")
     a = a.astype(np.float64)
@@ -383,8 +312,8 @@ class SegmentationScores:
                 "path": None if self.paths is None else str(self.paths[i]),
                 "classes": {
                     name: {
-                        "dice": sb.none_if_nan(self.dice[i, c]),
-                        "hd95": sb.none_if_nan(self.hd[i, c]),
+                        "dice": none_if_nan(self.dice[i, c]),
+                        "hd95": none_if_nan(self.hd[i, c]),
                         "tp": int(self.tp[i, c]),
                         "fp": int(self.fp[i, c]),
                         "fn": int(self.fn[i, c]),
@@ -499,7 +428,7 @@ def per_image_scores(
         DataError: naming the argument — shapes that disagree, labels outside ``0..K-1``,
             non-integer labels, scores with the wrong number of channels or NaN, bad ids.
     """
-    names = _check_classes(classes)
+    names = check_classes(classes, _TOO_FEW_CLASSES)
     percentile = _check_hd_percentile(hd_percentile)
     k = len(names)
     t = _check_target(target, k, names)
@@ -511,12 +440,12 @@ def per_image_scores(
     n = t.shape[0]
     if n == 0:
         raise DataError("target: no images to evaluate")
-    pids = None if patient_ids is None else _check_ids(patient_ids, n, "patient_ids").astype(str)
+    pids = None if patient_ids is None else check_ids(patient_ids, n, "patient_ids", item="image").astype(str)
     if sample_ids is None:
         sids = np.arange(n, dtype=np.int64)
     else:
-        sids = as_sample_ids(_check_ids(sample_ids, n, "sample_ids"))
-        _check_unique(sids)
+        sids = as_sample_ids(check_ids(sample_ids, n, "sample_ids", item="image"))
+        check_unique_ids(sids, item="image")
     sp = _check_spacing(spacing, n)
     start = time.perf_counter()
     dice, hd, tp, fp, fn = _score_images(p, t, k, percentile, sp)
@@ -533,7 +462,7 @@ def per_image_scores(
 def _check_scores(scores: SegmentationScores) -> None:
     if not isinstance(scores, SegmentationScores):
         raise DataError(f"scores: expected SegmentationScores (from per_image_scores), got {type(scores).__name__}")
-    names = _check_classes(scores.classes)
+    names = check_classes(scores.classes, _TOO_FEW_CLASSES)
     n, k = scores.n_samples, len(names)
     if n == 0:
         raise DataError("scores: no images to evaluate")
@@ -581,27 +510,20 @@ def segmentation_metrics_from_scores(
     """
     _check_scores(scores)
     _check_bool("include_background", include_background)
-    opts = _check_options(
+    opts = check_interval_options(
         n_bootstrap, ci, min_defined_fraction, exact_below, small_sample_method, min_class_support, min_patients
     )
     names = list(scores.classes)
     reported = list(range(0 if include_background else 1, len(names)))
     report_names = [names[c] for c in reported]
     n = scores.n_samples
-    if scores.patient_ids is None:
-        unit, n_units, unit_name = np.arange(n), n, "sample"
-    else:
-        _, unit = np.unique(np.asarray(scores.patient_ids).astype(str), return_inverse=True)
-        unit = unit.reshape(-1).astype(np.int64)
-        n_units, unit_name = int(unit.max()) + 1, "patient"
+    unit, n_units, unit_name = bs.resampling_units(scores.patient_ids, n)
 
     dice, hd = (np.asarray(a, dtype=np.float64)[:, reported] for a in (scores.dice, scores.hd))
     hd = np.where(np.isinf(hd), np.nan, hd)
     tp, fp, fn = (np.asarray(a, dtype=np.int64)[:, reported] for a in (scores.tp, scores.fp, scores.fn))
     start = time.perf_counter()
-    mult = None
-    if n_bootstrap > 0:
-        mult = bs.draw_multiplicities(n_units, int(n_bootstrap), np.random.default_rng(seed))
+    mult = bs.draw_replicates(n_units, n_bootstrap, seed)
     image = sb.evaluate_level(
         report_names, sb.Level(dice, hd, tp, fp, fn, unit, n_units), mult, opts, unit_name, patient_level=False
     )
@@ -688,7 +610,7 @@ def segmentation_metrics(
     Raises:
         DataError: naming the argument on bad shapes, labels, scores, ids or options.
     """
-    _check_options(
+    check_interval_options(
         n_bootstrap, ci, min_defined_fraction, exact_below, small_sample_method, min_class_support, min_patients
     )
     _check_bool("include_background", include_background)
@@ -744,8 +666,8 @@ class SegmentationMetrics:
         small_sample_method: Literal["clopper_pearson", "wilson"] = "clopper_pearson",
         min_defined_fraction: float = 0.1,
     ) -> None:
-        self.classes = _check_classes(classes)
-        _check_options(
+        self.classes = check_classes(classes, _TOO_FEW_CLASSES)
+        check_interval_options(
             n_bootstrap, ci, min_defined_fraction, exact_below, small_sample_method, min_class_support, min_patients
         )
         _check_bool("include_background", include_background)
@@ -818,7 +740,7 @@ class SegmentationMetrics:
         if not self._parts:
             raise DataError("SegmentationMetrics: no batches accumulated; call update() first")
         scores = SegmentationScores.concat(self._parts)
-        _check_unique(scores.sample_ids)
+        check_unique_ids(scores.sample_ids, item="image")
         return scores
 
     def aggregate(self) -> dict[str, Any]:
@@ -852,7 +774,7 @@ def write_segmentation_predictions_csv(
     """
     _check_scores(scores)
     n = scores.n_samples
-    path_col = scores.paths if paths is None else _check_ids(paths, n, "paths")
+    path_col = scores.paths if paths is None else check_ids(paths, n, "paths", item="image")
     prefix = _hd_prefix(scores.hd_percentile)
     header = list(_FIXED_COLUMNS)
     for name in scores.classes:
