@@ -26,7 +26,7 @@ from typing import Any, Literal, Sequence
 import yaml
 
 from medprune._io import atomic_write_text
-from medprune._schema import FieldError, build, check, to_plain
+from medprune.schema import FieldError, build, check, to_plain
 from medprune.errors import ConfigError, MedpruneError
 from medprune.registry import suggest
 
@@ -257,6 +257,9 @@ class OptimConfig:
     amp: bool = True
     label_smoothing: float = 0.0
     aux_weight: float = 0.4
+    # Recompute BatchNorm running statistics over the training set before every validation:
+    # with few batches per epoch, momentum-0.1 estimates lag the weights (see Trainer.recalibrate_bn).
+    bn_recalibration: bool = False
 
     def __post_init__(self) -> None:
         check(self.lr > 0, "lr", f"must be > 0, got {self.lr:g}")
@@ -268,6 +271,8 @@ class OptimConfig:
             check(self.grad_clip > 0, "grad_clip", f"must be > 0 or null, got {self.grad_clip}")
         check(0 <= self.label_smoothing < 1, "label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
         check(self.aux_weight >= 0, "aux_weight", f"must be >= 0, got {self.aux_weight}")
+        check(isinstance(self.bn_recalibration, bool), "bn_recalibration",
+              f"must be true or false, got {self.bn_recalibration!r}")
         check(not (self.schedule.name == "plateau" and self.schedule.warmup_epochs > 0), "schedule.warmup_epochs",
               "warm-up is not available with the plateau schedule; set it to 0 or use cosine/step")
         check(self.schedule.warmup_epochs < self.epochs or self.schedule.warmup_epochs == 0,
@@ -584,7 +589,7 @@ class ExperimentConfig:
         if self.name is not None:
             check(bool(self.name) and "/" not in self.name and "\\" not in self.name, "name",
                   f"must be a non-empty folder name, got {self.name!r}")
-        from medprune.models import model_min_input_size
+        from medprune.models import model_input_multiple, model_min_input_size
 
         kwargs = {k: v for k, v in self.model_kwargs().items() if k != "pretrained"}
         min_h, min_w = model_min_input_size(self.model.name, **kwargs)
@@ -592,6 +597,10 @@ class ExperimentConfig:
         check(h >= min_h and w >= min_w, "data.image_size",
               f"{self.model.name} needs inputs of at least {min_h}x{min_w} px (smaller ones shrink to nothing in "
               f"its downsampling layers), got {h}x{w}")
+        multiple = model_input_multiple(self.model.name, **kwargs)
+        check(h % multiple == 0 and w % multiple == 0, "data.image_size",
+              f"{self.model.name} needs height and width divisible by {multiple}, got {h}x{w}; "
+              f"e.g. {-(-h // multiple) * multiple}x{-(-w // multiple) * multiple}")
 
     @property
     def run_dir(self) -> Path:

@@ -669,7 +669,7 @@ _STAGE_FUNCS: dict[str, Callable[[_Run], None]] = {
 
 def replace_compress(config: ExperimentConfig, **changes: Any) -> ExperimentConfig:
     """``config`` with ``compress`` fields replaced (validated again), e.g. for a sweep point."""
-    from medprune._schema import FieldError
+    from medprune.schema import FieldError
 
     try:
         compress = dataclasses.replace(config.compress, **changes)
