@@ -5,7 +5,7 @@ SYNTHETIC data: the thermography phantom with 10 healthy patients per sick one
 
 For each seed a small model is trained once (``optim.class_balance: weighted_loss``, fixed epoch
 budget, best validation balanced accuracy kept). Then for every registered criterion the same
-trained checkpoint goes through :func:`medprune.compress.job.prune_job` with only
+trained checkpoint goes through :func:`medprune.workflows.prune.prune_job` with only
 ``compress.criterion`` changed: one-shot pruning at the same per-layer ratio (so every criterion
 removes the same number of channels from every layer — the same MACs reduction; the script checks
 this and reports it), data-driven criteria calibrated on class-balanced training batches, then the
@@ -37,9 +37,9 @@ import torch
 
 from _common import machine_info, mean_std, parse_names, table, write_result
 from medprune.compress.importance import list_criteria
-from medprune.compress.job import prune_job
+from medprune.workflows.prune import prune_job
 from medprune.config import config_from_dict
-from medprune.engine.jobs import train
+from medprune.workflows.jobs import train
 
 MINORITY = "sick"
 

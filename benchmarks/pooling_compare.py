@@ -51,7 +51,8 @@ from medprune.compress.latency import interleaved_latency, ort_runner, torch_run
 from medprune.models import count_params, total_macs
 from medprune.config import ExperimentConfig, config_from_dict
 from medprune.data import ClassificationDataset, build_augmentation
-from medprune.engine.jobs import DataBundle, reader_options, train
+from medprune.workflows.data import DataBundle, reader_options
+from medprune.workflows.jobs import train
 from medprune.engine.trainer import predict
 from medprune.metrics import classification_metrics
 from medprune.models.pooling import HybridWaveletPool2d
@@ -139,8 +140,8 @@ def run_one(args: argparse.Namespace, seed: int, variant: str, workdir: Path) ->
     scores: dict[str, float] = {}
     for condition in CONDITIONS:
         dataset = degraded_test_set(cfg, outcome.data, degradation(args, condition))
-        preds = predict(model, dataset, batch_size=64, device=torch.device("cpu"))
-        metrics = classification_metrics(preds.labels, preds.probs, list(cfg.data.classes), n_bootstrap=0)
+        preds = predict(model, dataset, cfg.build_task(), batch_size=64, device=torch.device("cpu")).payload
+        metrics = classification_metrics(preds["labels"], preds["probs"], list(cfg.data.classes), n_bootstrap=0)
         scores[condition] = float(metrics["balanced_accuracy"])
     test = outcome.data.datasets["test"]
     record = {"seed": seed, "variant": variant, "seconds": time.perf_counter() - t0, "balanced_accuracy": scores,

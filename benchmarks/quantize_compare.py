@@ -3,7 +3,7 @@
 SYNTHETIC data: the thermography phantom of ``configs/thermography/demo.yaml`` (Inception V3 at
 width 1/8, 112 px, grayscale); the numbers describe the phantom, never clinical performance.
 
-The demo model is trained once (``medprune.engine.jobs.train``, the config's recipe, or
+The demo model is trained once (``medprune.workflows.jobs.train``, the config's recipe, or
 ``--epochs``), or read from ``--checkpoint``. Then, from that one fp32 model:
 
 * ``dq_w{b}a{a}`` — :func:`medprune.compress.quantize_model` with ``b``-bit weights (8, 4, 2) and
@@ -49,8 +49,10 @@ from medprune.compress.latency import interleaved_latency, ort_runner, ort_sessi
 from medprune.compress.quantize import packed_size_bytes, quantize_model
 from medprune.config import ExperimentConfig, load_config
 from medprune.engine.checkpoint import load_checkpoint, load_model_weights
-from medprune.engine.jobs import prepare_data, train
-from medprune.engine.trainer import Trainer, predict
+from medprune.workflows.data import prepare_data
+from medprune.workflows.jobs import train
+from medprune.engine.trainer import predict
+from medprune.workflows.helpers import config_trainer
 from medprune.metrics import classification_metrics
 from medprune.models.structure import build_from_spec
 
@@ -66,8 +68,8 @@ def scores(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict[st
 
 
 def torch_eval(model: torch.nn.Module, dataset: Any, cfg: ExperimentConfig) -> tuple[dict[str, float], np.ndarray]:
-    preds = predict(model, dataset, batch_size=32, device=torch.device("cpu"))
-    return scores(preds.labels, preds.probs, list(cfg.data.classes)), preds.probs
+    preds = predict(model, dataset, cfg.build_task(), batch_size=32, device=torch.device("cpu")).payload
+    return scores(preds["labels"], preds["probs"], list(cfg.data.classes)), preds["probs"]
 
 
 def ort_probs(path: Path, images: list[torch.Tensor]) -> np.ndarray:
@@ -82,8 +84,8 @@ def finetune(model: torch.nn.Module, cfg: ExperimentConfig, data: Any, args: arg
     optim = dataclasses.replace(cfg.optim, epochs=args.finetune_epochs, lr=args.finetune_lr,
                                 schedule=dataclasses.replace(cfg.optim.schedule, warmup_epochs=0),
                                 early_stopping=dataclasses.replace(cfg.optim.early_stopping, patience=None))
-    trainer = Trainer(model, data.datasets["train"], data.datasets["val"], dataclasses.replace(cfg, optim=optim),
-                      run_dir, torch.device("cpu"))
+    trainer = config_trainer(model, data.datasets["train"], data.datasets["val"], cfg, run_dir,
+                             torch.device("cpu"), optim=optim)
     result = trainer.fit()
     best = result.best_checkpoint or result.last_checkpoint
     load_model_weights(trainer.model, load_checkpoint(best), best)

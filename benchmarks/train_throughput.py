@@ -26,8 +26,9 @@ from torch.utils.data import DataLoader
 
 from medprune.config import config_from_dict
 from medprune.engine.checkpoint import save_checkpoint
-from medprune.engine.jobs import build_model, prepare_data
-from medprune.engine.trainer import Trainer
+from medprune.workflows.data import prepare_data
+from medprune.workflows.helpers import build_model
+from medprune.workflows.helpers import config_trainer as Trainer
 
 
 def hand_loop_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer) -> int:

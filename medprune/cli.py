@@ -57,14 +57,15 @@ def train(
         argv = ["train", str(config), *(overrides or [])]
         argv += ["--resume"] if resume else []
         argv += ["--overwrite"] if overwrite else []
-        result = launch_torchrun(nproc, argv, log_dir=cfg.run_dir / "logs")
+        result = launch_torchrun(nproc, "medprune.cli", argv,
+                                 log_dir=cfg.run_dir / "logs")
         if result.exit_code:
             lines = [f"rank {f.rank} failed (exit code {f.exit_code}): {f.message}" for f in result.failures]
             if result.log is not None:
                 lines.append(f"tracebacks of the failing ranks: {result.log}")
             raise DistributedRunError("\n".join(lines), exit_code=result.exit_code)
         return
-    from medprune.engine.jobs import train as run_training
+    from medprune.workflows.jobs import train as run_training
 
     try:
         outcome = run_training(cfg, resume=resume, overwrite=overwrite)
@@ -85,7 +86,7 @@ def evaluate(
 ) -> None:
     """Per-class metrics with patient-level bootstrap CIs, plus confusion-matrix and ROC plots."""
     from medprune.config import load_config
-    from medprune.engine.jobs import evaluate as run_evaluation
+    from medprune.workflows.jobs import evaluate as run_evaluation
 
     cfg = load_config(config, overrides or [])
     metrics = run_evaluation(cfg, checkpoint, out, split=split)
@@ -123,7 +124,7 @@ def prune(
 
     A pruned model that fails the safety gate is kept as model.gate_failed.pt and the command exits 3.
     """
-    from medprune.compress.job import prune_job
+    from medprune.workflows.prune import prune_job
     from medprune.config import load_config
 
     cfg = load_config(config, overrides or [])
@@ -169,7 +170,7 @@ def run_cmd(
     build on or ship it are skipped, the report marks it, and the command exits 3.
     """
     from medprune.config import load_config
-    from medprune.run import run_job
+    from medprune.workflows.run import run_job
 
     cfg = load_config(config, overrides or [])
     outcome = run_job(cfg, force=force or [], accept_unsafe=accept_unsafe)
@@ -197,7 +198,7 @@ def sweep(
 ) -> None:
     """Compress and evaluate one trained model at several ratios/criteria; draw the accuracy/cost frontier."""
     from medprune.config import load_config
-    from medprune.sweep import format_sweep, parse_list, sweep_job
+    from medprune.workflows.sweep import format_sweep, parse_list, sweep_job
 
     cfg = load_config(config, overrides or [])
     outcome = sweep_job(cfg, ratios=parse_list(ratios, float, "--ratios"),
@@ -289,7 +290,7 @@ def export_cmd(
     accept_unsafe: bool = AcceptUnsafeOption,
 ) -> None:
     """Export a model to ONNX, checked against PyTorch in ONNX Runtime; a file failing its check is not written."""
-    from medprune.compress.export_job import export_job
+    from medprune.workflows.export import export_job
     from medprune.config import load_config
 
     if not model_file.is_file():
@@ -338,37 +339,58 @@ def list_models_cmd() -> None:
 
 @data_app.command()
 def phantom(
-    kind: str = typer.Argument("thermography", help="Phantom kind (synthetic data): thermography."),
+    kind: str = typer.Argument("thermography", help="Phantom kind (synthetic data): thermography, ivoct."),
     out: Path = typer.Option(..., "--out", help="Folder to write the images and manifest.csv into."),
-    patients: int = typer.Option(40, "--patients", min=4, help="Number of synthetic patients."),
-    imbalance: float = typer.Option(3.0, "--imbalance", min=0.01, help="Healthy patients per sick patient."),
-    views: int = typer.Option(3, "--views", min=1, help="Views (images) per patient."),
-    height: int = typer.Option(60, "--height", min=16, help="Image height in pixels."),
-    width: int = typer.Option(80, "--width", min=16, help="Image width in pixels."),
+    patients: int = typer.Option(40, "--patients", min=4, help="Number of synthetic patients (IVOCT: pullbacks)."),
+    height: Optional[int] = typer.Option(None, "--height", min=16, help="Image height in pixels (default: "
+                                         "the phantom's)."),
+    width: Optional[int] = typer.Option(None, "--width", min=16, help="Image width in pixels (default: the "
+                                        "phantom's)."),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same data)."),
+    imbalance: Optional[float] = typer.Option(None, "--imbalance", min=0.01, help="Thermography: healthy "
+                                              "patients per sick patient."),
+    views: Optional[int] = typer.Option(None, "--views", min=1, help="Thermography: views (images) per patient."),
+    option: Optional[list[str]] = typer.Option(None, "--option", help="Any other keyword of the phantom, "
+                                               "key=value (IVOCT: frames=10, plaque_fraction=0.5); repeatable."),
 ) -> None:
     """Write a deterministic SYNTHETIC phantom data set with its manifest (never clinical data)."""
-    from medprune.data import make_phantom
+    import yaml
 
-    manifest = make_phantom(kind, out, patients=patients, imbalance=imbalance, views=views,
-                            size=(height, width), seed=seed)
+    from medprune.data import make_phantom
+    from medprune.data.settings import PhantomConfig
+    from medprune.errors import ConfigError
+    from medprune.schema import FieldError
+
+    options: dict[str, object] = {}
+    for item in option or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--option {item!r}: expected key=value, e.g. frames=10")
+        options[key.strip()] = yaml.safe_load(raw)
+    try:  # the same checks as a config's data.phantom
+        spec = PhantomConfig(kind=kind, patients=patients, imbalance=imbalance, views=views, seed=seed,
+                             options=options, **({"size": (height or 60, width or 80)} if height or width else {}))
+    except FieldError as exc:
+        raise ConfigError(f"{'--' + exc.path.split('.')[-1] if exc.path else 'phantom'}: {exc.message}") from None
+    kwargs = spec.generator_kwargs()
+    if not (height or width):
+        kwargs.pop("size")  # the phantom's own default size
+    manifest = make_phantom(kind, out, **kwargs)
     typer.echo(f"synthetic {kind} phantom: {manifest}")
 
 
-@index_app.command("dmr")
-def index_dmr_cmd(
-    root: Path = typer.Argument(..., help="Root folder of a DMR-IR copy (layout: see data_manifests/README.md)."),
-    out: Path = typer.Option(..., "--out", help="Manifest CSV to write."),
-    exclusions: Optional[Path] = typer.Option(None, "--exclusions", help="File of patient ids / paths to exclude."),
-    prefer: str = typer.Option("txt", "--prefer", help="txt (temperature matrices) or image, when both exist."),
-) -> None:
-    """Index a DMR-IR folder into a manifest, honouring an exclusions list."""
-    from pipelines.thermography import index_dmr
+def _add_pipeline_commands() -> None:
+    """``medprune data index <name>`` for every indexer of every declared pipeline (package metadata;
+    the library never imports ``pipelines/`` by name)."""
+    from medprune.workflows.pipelines import load_pipelines
 
-    if prefer not in ("txt", "image"):
-        raise typer.BadParameter(f"must be 'txt' or 'image', got {prefer!r}", param_hint="--prefer")
-    manifest = index_dmr(root, out, exclusions=exclusions, prefer=prefer)  # type: ignore[arg-type]
-    typer.echo(f"manifest: {manifest}")
+    registry = load_pipelines()
+    for name in registry.names():
+        for command, fn in registry.get(name).indexers.items():
+            index_app.command(command)(fn)
+
+
+_add_pipeline_commands()
 
 
 def _summary(metrics: dict, where: Path) -> None:

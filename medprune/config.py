@@ -18,17 +18,22 @@ resolved against the current working directory, as for every other command-line 
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Sequence
 
 import yaml
 
 from medprune._io import atomic_write_text
-from medprune.schema import FieldError, build, check, to_plain
+from medprune.compress.settings import (BenchConfig, CalibrationConfig, CompressConfig, DistillConfig, ExportConfig,
+                                        FinetuneConfig, LatencyTargetConfig, QuantizeConfig, SafetyConfig)
+from medprune.data.settings import DataConfig, PhantomConfig, SplitConfig
+from medprune.engine.settings import EarlyStoppingConfig, OptimConfig, RuntimeConfig, ScheduleConfig
 from medprune.errors import ConfigError, MedpruneError
+from medprune.metrics.settings import EvalConfig
+from medprune.models.settings import ModelConfig
 from medprune.registry import suggest
+from medprune.schema import FieldError, build, check, check_options, to_plain
 
 __all__ = [
     "PhantomConfig",
@@ -58,520 +63,26 @@ __all__ = [
     "check_sources",
 ]
 
-#: Metrics the trainer can select the best epoch by; "loss" is minimised, the rest maximised.
+#: Metrics a classification run can select the best epoch by (each task has its own:
+#: ``medprune.tasks.task_class(name).selection_metrics``); "loss" is minimised, the rest maximised.
 EARLY_STOPPING_METRICS = ("balanced_accuracy", "worst_class_sensitivity", "macro_f1", "macro_auc", "accuracy", "loss")
 
 
 @dataclass
-class PhantomConfig:
-    """Synthetic (phantom) data generated when no manifest is given — never clinical data."""
-
-    kind: str = "thermography"
-    patients: int = 40
-    imbalance: float = 3.0
-    views: int = 3
-    size: tuple[int, int] = (60, 80)
-    seed: int = 0
-    out: str | None = None  # default: <run dir>/phantom
-
-    def __post_init__(self) -> None:
-        check(self.patients >= 4, "patients", f"must be >= 4, got {self.patients}")
-        check(self.imbalance > 0, "imbalance", f"must be > 0, got {self.imbalance}")
-        check(self.views >= 1, "views", f"must be >= 1, got {self.views}")
-        check(min(self.size) >= 16, "size", f"must be at least 16x16, got {list(self.size)}")
-
-
-@dataclass
-class SplitConfig:
-    """Patient-level split fractions; a manifest's own ``split`` column takes precedence."""
-
-    val_fraction: float = 0.2
-    test_fraction: float = 0.2
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for key in ("val_fraction", "test_fraction"):
-            value = getattr(self, key)
-            check(0.0 <= value < 1.0, key, f"must be in [0, 1), got {value}")
-        total = self.val_fraction + self.test_fraction
-        check(total < 1.0, "test_fraction", f"val_fraction + test_fraction must be < 1, got {total:g}")
-
-
-@dataclass
-class DataConfig:
-    """Where the images come from and how they are turned into tensors."""
-
-    manifest: str | None = None
-    phantom: PhantomConfig | None = None
-    classes: list[str] = field(default_factory=lambda: ["healthy", "sick"])
-    image_size: int | tuple[int, int] = (299, 299)
-    channels: Literal["gray", "color"] = "color"
-    colormap: str = "inferno"
-    temperature_window: tuple[float, float] = (24.0, 38.0)
-    dicom_window: tuple[float, float] | None = None
-    dicom_frame: int | None = None
-    mean: float = 0.5
-    std: float = 0.25
-    augmentation: list[dict[str, Any]] = field(default_factory=list)
-    on_bad_sample: Literal["error", "skip"] = "error"
-    split: SplitConfig = field(default_factory=SplitConfig)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.image_size, int):
-            self.image_size = (self.image_size, self.image_size)
-        check(min(self.image_size) >= 8, "image_size", f"must be >= 8 pixels, got {list(self.image_size)}")
-        check(self.manifest is not None or self.phantom is not None, "manifest",
-              "is required (or set data.phantom to train on synthetic phantom data)")
-        check(len(self.classes) >= 2, "classes", f"needs at least 2 classes, got {self.classes}")
-        dupes = sorted({c for c in self.classes if self.classes.count(c) > 1})
-        check(not dupes, "classes", f"duplicate class names {dupes}")
-        lo, hi = self.temperature_window
-        check(lo < hi, "temperature_window", f"low must be < high, got [{lo}, {hi}]")
-        if self.dicom_window is not None:
-            check(self.dicom_window[0] < self.dicom_window[1], "dicom_window", "low must be < high")
-        if self.dicom_frame is not None:
-            check(self.dicom_frame >= 0, "dicom_frame", f"must be >= 0, got {self.dicom_frame}")
-        check(self.std > 0, "std", f"must be > 0, got {self.std}")
-        import matplotlib
-
-        if self.colormap not in matplotlib.colormaps:
-            raise FieldError("colormap", suggest(self.colormap, list(matplotlib.colormaps), "colormap"))
-        from medprune.data.augment import validate_augmentation
-
-        try:
-            validate_augmentation(self.augmentation)
-        except MedpruneError as exc:
-            raise FieldError("augmentation", str(exc)) from None
-
-
-@dataclass
-class ModelConfig:
-    """A registry model name and its keyword arguments (``num_classes``/``in_chans`` come from data).
-
-    ``pooling`` swaps every downsampling pool of the model (:func:`medprune.models.replace_pooling`):
-    a registered pooling name (``max``, ``avg``, ``wavelet_hybrid``) or a mapping with ``kind`` and
-    that pooling's options, e.g. ``{kind: wavelet_hybrid, wavelet: haar, keep: LL, combine: gate}``.
-    """
-
-    name: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    pretrained: bool = False
-    pooling: str | dict[str, Any] | None = None
-
-    def __post_init__(self) -> None:
-        from medprune.models import list_models, model_signature
-
-        if self.name not in list_models():
-            raise FieldError("name", suggest(self.name, list_models(), "model"))
-        params = model_signature(self.name).parameters
-        accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-        for key in self.kwargs:
-            if key == "pretrained":
-                raise FieldError(f"kwargs.{key}", "set model.pretrained instead")
-            if not accepts_any and key not in params:
-                raise FieldError(f"kwargs.{key}", suggest(key, [p for p in params if p != "pretrained"],
-                                                          f"argument of {self.name}"))
-        _check_pooling(self.pooling)
-
-    def pooling_spec(self) -> tuple[str | None, dict[str, Any]] | None:
-        """``(kind, options)`` of ``pooling``, or ``None`` when the model keeps its own pools."""
-        return pooling_spec(self.pooling)
-
-
-def pooling_spec(pooling: str | dict[str, Any] | None) -> tuple[str | None, dict[str, Any]] | None:
-    """``(kind, options)`` of a ``pooling`` config value, or ``None`` when no pool is swapped."""
-    if pooling is None:
-        return None
-    if isinstance(pooling, str):
-        return pooling, {}
-    options = dict(pooling)
-    return options.pop("kind", None), options
-
-
-def _check_pooling(pooling: str | dict[str, Any] | None) -> None:
-    spec = pooling_spec(pooling)
-    if spec is None:
-        return
-    from medprune.models.pooling import list_poolings, pooling_problem
-
-    if spec[0] is None:
-        raise FieldError("pooling.kind", f"is required, one of {', '.join(list_poolings())}")
-    problem = pooling_problem(*spec)
-    if problem is not None:
-        key, message = problem
-        raise FieldError("pooling" if isinstance(pooling, str) else f"pooling.{key}", message)
-
-
-@dataclass
-class ScheduleConfig:
-    """Learning-rate schedule, stepped once per epoch, with an optional linear warm-up."""
-
-    name: Literal["constant", "cosine", "step", "plateau"] = "constant"
-    warmup_epochs: int = 0
-    step_size: int = 10
-    gamma: float = 0.1
-    min_lr: float = 0.0
-    patience: int = 3
-
-    def __post_init__(self) -> None:
-        check(self.warmup_epochs >= 0, "warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
-        check(self.step_size >= 1, "step_size", f"must be >= 1, got {self.step_size}")
-        check(0 < self.gamma <= 1, "gamma", f"must be in (0, 1], got {self.gamma}")
-        check(self.min_lr >= 0, "min_lr", f"must be >= 0, got {self.min_lr}")
-        check(self.patience >= 0, "patience", f"must be >= 0, got {self.patience}")
-
-
-@dataclass
-class EarlyStoppingConfig:
-    """Which validation metric picks ``best.pt``, and when to stop (patience ``null`` = never)."""
-
-    metric: Literal[EARLY_STOPPING_METRICS] = "balanced_accuracy"  # type: ignore[valid-type]
-    patience: int | None = None
-    min_delta: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.patience is not None:
-            check(self.patience >= 1, "patience", f"must be >= 1 or null, got {self.patience}")
-        check(self.min_delta >= 0, "min_delta", f"must be >= 0, got {self.min_delta}")
-
-    @property
-    def maximize(self) -> bool:
-        """True unless the metric is the loss."""
-        return self.metric != "loss"
-
-
-@dataclass
-class OptimConfig:
-    """Optimiser, schedule, class balancing and stopping rule."""
-
-    optimizer: Literal["sgdm", "adam", "adamw"] = "sgdm"
-    lr: float = 1e-4
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    batch_size: int = 10
-    epochs: int = 30
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    class_balance: Literal["none", "weighted_loss", "balanced_sampler"] = "none"
-    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
-    grad_clip: float | None = None
-    amp: bool = True
-    label_smoothing: float = 0.0
-    aux_weight: float = 0.4
-    # Recompute BatchNorm running statistics over the training set before every validation:
-    # with few batches per epoch, momentum-0.1 estimates lag the weights (see Trainer.recalibrate_bn).
-    bn_recalibration: bool = False
-
-    def __post_init__(self) -> None:
-        check(self.lr > 0, "lr", f"must be > 0, got {self.lr:g}")
-        check(0 <= self.momentum < 1, "momentum", f"must be in [0, 1), got {self.momentum}")
-        check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
-        check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
-        check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
-        if self.grad_clip is not None:
-            check(self.grad_clip > 0, "grad_clip", f"must be > 0 or null, got {self.grad_clip}")
-        check(0 <= self.label_smoothing < 1, "label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
-        check(self.aux_weight >= 0, "aux_weight", f"must be >= 0, got {self.aux_weight}")
-        check(isinstance(self.bn_recalibration, bool), "bn_recalibration",
-              f"must be true or false, got {self.bn_recalibration!r}")
-        check(not (self.schedule.name == "plateau" and self.schedule.warmup_epochs > 0), "schedule.warmup_epochs",
-              "warm-up is not available with the plateau schedule; set it to 0 or use cosine/step")
-        check(self.schedule.warmup_epochs < self.epochs or self.schedule.warmup_epochs == 0,
-              "schedule.warmup_epochs", f"must be < epochs ({self.epochs}), got {self.schedule.warmup_epochs}")
-
-
-@dataclass
-class EvalConfig:
-    """Evaluation: bootstrap confidence intervals by patient, patient-level aggregation.
-
-    Proportions counted on fewer than ``exact_below`` patients (or whose bootstrap interval
-    degenerates, e.g. 5 of 5 right) get a ``small_sample_method`` interval instead of the
-    bootstrap; classes with fewer than ``min_class_support`` patients and splits with fewer than
-    ``min_patients`` are flagged as too small to judge (metrics.json ``small_sample``).
-    """
-
-    n_bootstrap: int = 1000
-    ci: float = 0.95
-    seed: int = 0
-    patient_aggregation: Literal["mean", "max"] = "mean"
-    batch_size: int | None = None
-    exact_below: int = 30
-    small_sample_method: Literal["clopper_pearson", "wilson"] = "clopper_pearson"
-    min_class_support: int = 10
-    min_patients: int = 20
-
-    def __post_init__(self) -> None:
-        check(self.n_bootstrap >= 0, "n_bootstrap", f"must be >= 0, got {self.n_bootstrap}")
-        check(0 < self.ci < 1, "ci", f"must be in (0, 1), got {self.ci}")
-        if self.batch_size is not None:
-            check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
-        for key in ("exact_below", "min_class_support", "min_patients"):
-            check(getattr(self, key) >= 0, key, f"must be >= 0, got {getattr(self, key)}")
-
-    def metric_options(self) -> dict[str, Any]:
-        """Keyword arguments of :func:`medprune.metrics.classification_metrics` from this section."""
-        return {"n_bootstrap": self.n_bootstrap, "ci": self.ci, "seed": self.seed,
-                "patient_aggregation": self.patient_aggregation, "exact_below": self.exact_below,
-                "small_sample_method": self.small_sample_method, "min_class_support": self.min_class_support,
-                "min_patients": self.min_patients}
-
-
-@dataclass
-class RuntimeConfig:
-    """Seed, device, data-loader workers, output folder."""
-
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    workers: int = 0
-    out_dir: str = "runs"
-    threads: int | None = None
-    deterministic: bool = True
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        check(self.workers >= 0, "workers", f"must be >= 0, got {self.workers}")
-        if self.threads is not None:
-            check(self.threads >= 1, "threads", f"must be >= 1, got {self.threads}")
-
-
-def _check_options(kind: str, name: str, options: dict[str, Any], factory: Any, key: str) -> None:
-    """Check ``options`` against the keyword arguments of a registered class's constructor."""
-    params = inspect.signature(factory).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    for opt in options:
-        if opt not in params or opt == "self":
-            raise FieldError(f"{key}.{opt}", suggest(opt, [p for p in params if p != "self"], f"option of {kind} {name!r}"))
-
-
-@dataclass
-class CalibrationConfig:
-    """Class-balanced batches that data-driven criteria read activation statistics from."""
-
-    batches: int = 16
-    batch_size: int = 16
-    split: Literal["train", "val"] = "train"
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        check(self.batches >= 1, "batches", f"must be >= 1, got {self.batches}")
-        check(self.batch_size >= 2, "batch_size", f"must be >= 2, got {self.batch_size}")
-
-
-@dataclass
-class DistillConfig:
-    """Knowledge distillation from the unpruned model while fine-tuning."""
-
-    enabled: bool = False
-    alpha: float = 0.5
-    temperature: float = 4.0
-
-    def __post_init__(self) -> None:
-        check(0 <= self.alpha <= 1, "alpha", f"must be in [0, 1], got {self.alpha}")
-        check(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
-
-
-@dataclass
-class FinetuneConfig:
-    """Fine-tuning after (each step of) pruning; the optimiser is rebuilt for the pruned parameters."""
-
-    epochs: int = 5
-    lr: float | None = None
-    distill: DistillConfig = field(default_factory=DistillConfig)
-
-    def __post_init__(self) -> None:
-        check(self.epochs >= 0, "epochs", f"must be >= 0, got {self.epochs}")
-        if self.lr is not None:
-            check(self.lr > 0, "lr", f"must be > 0 or null (= optim.lr), got {self.lr}")
-
-
-@dataclass
-class SafetyConfig:
-    """Imbalance-aware gate: stop or back off when the worst class loses too much sensitivity.
-
-    ``max_worst_class_drop``: the largest allowed drop of validation worst-class sensitivity below
-    the unpruned model's (absolute, e.g. 0.05 = five points); ``null`` turns the gate off.
-    """
-
-    max_worst_class_drop: float | None = 0.05
-    action: Literal["backoff", "stop"] = "backoff"
-
-    def __post_init__(self) -> None:
-        if self.max_worst_class_drop is not None:
-            check(0 <= self.max_worst_class_drop <= 1, "max_worst_class_drop",
-                  f"must be in [0, 1] or null, got {self.max_worst_class_drop}")
-
-
-@dataclass
-class LatencyTargetConfig:
-    """Prune in steps until the measured ONNX Runtime CPU latency meets ``ms`` or ``speedup``."""
-
-    ms: float | None = None
-    speedup: float | None = None
-    step: float = 0.1
-    max_ratio: float = 0.9
-    threads: int | None = None
-    batch: int = 1
-    repeats: int = 20
-
-    def __post_init__(self) -> None:
-        check((self.ms is None) != (self.speedup is None), "ms", "set exactly one of ms and speedup")
-        if self.ms is not None:
-            check(self.ms > 0, "ms", f"must be > 0, got {self.ms}")
-        if self.speedup is not None:
-            check(self.speedup > 1, "speedup", f"must be > 1, got {self.speedup}")
-        check(0 < self.step < 1, "step", f"must be in (0, 1), got {self.step}")
-        check(0 < self.max_ratio < 1, "max_ratio", f"must be in (0, 1), got {self.max_ratio}")
-        check(self.repeats >= 3, "repeats", f"must be >= 3, got {self.repeats}")
-
-
-@dataclass
-class QuantizeConfig:
-    """Quantization of the (pruned) model: ``compress.quantize``.
-
-    ``method``: ``none``; ``direct`` — Direct Quantization as quantization-aware training
-    (:func:`medprune.compress.quantize.quantize_model`: ``bits``-bit learnable weight levels,
-    ``act_bits``-bit layer inputs with channel-balanced clip ranges, then ``finetune``); ``int8`` —
-    ONNX Runtime post-training static INT8 of the exported model (checked by top-1 agreement
-    ``export.int8_min_agreement``). ``calibration`` defaults to ``compress.calibration``.
-    ``parity_min_agreement``: a ``direct`` model's ONNX export is checked by top-1 agreement with
-    PyTorch (rounding ties of quantized activations can flip between runtimes), at least this share.
-
-    Example::
-
-        compress:
-          quantize: {method: direct, bits: 4, act_bits: 8, finetune: {epochs: 3, lr: 0.005}}
-    """
-
-    method: Literal["none", "direct", "int8"] = "none"
-    bits: Literal[2, 4, 8] = 4
-    act_bits: Literal[2, 4, 8] | None = 8
-    skip_first_last: bool = True
-    skip: list[str] = field(default_factory=list)
-    level_init: str = "kmeans"
-    act_objective: str = "channel_balanced"
-    calibration: CalibrationConfig | None = None
-    finetune: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(epochs=3))
-    parity_min_agreement: float = 0.99
-
-    def __post_init__(self) -> None:
-        from medprune.compress._qlayers import ACT_OBJECTIVES, LEVEL_INITS
-
-        if self.level_init not in LEVEL_INITS:
-            raise FieldError("level_init", suggest(self.level_init, LEVEL_INITS.names(), "level init"))
-        if self.act_objective not in ACT_OBJECTIVES:
-            raise FieldError("act_objective", suggest(self.act_objective, ACT_OBJECTIVES.names(),
-                                                      "activation objective"))
-        check(0 <= self.parity_min_agreement <= 1, "parity_min_agreement",
-              f"must be in [0, 1], got {self.parity_min_agreement}")
-
-
-@dataclass
-class CompressConfig:
-    """What ``medprune prune`` does: criterion × schedule × ratio, protected layers, calibration data.
-
-    Example::
-
-        compress:
-          criterion: beta_rank
-          schedule: iterative
-          schedule_options: {steps: 3}
-          ratio: 0.5
-          round_to: 8
-          protect: [first_conv]
-          finetune: {epochs: 3, distill: {enabled: true}}
-          safety: {max_worst_class_drop: 0.05}
-
-    In ``medprune run``, ``pooling`` (as ``model.pooling``) swaps the *trained* model's
-    downsampling pools before pruning, followed by ``finetune``; ``quantize`` runs after pruning.
-    """
-
-    criterion: str = "l2"
-    criterion_options: dict[str, Any] = field(default_factory=dict)
-    schedule: str = "oneshot"
-    schedule_options: dict[str, Any] = field(default_factory=dict)
-    ratio: float = 0.5
-    layer_ratios: dict[str, float] = field(default_factory=dict)
-    global_pruning: bool = False
-    round_to: int | None = 8
-    protect: list[str] = field(default_factory=lambda: ["first_conv"])
-    max_layer_ratio: float = 0.95
-    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    safety: SafetyConfig = field(default_factory=SafetyConfig)
-    latency_target: LatencyTargetConfig | None = None
-    quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
-    pooling: str | dict[str, Any] | None = None
-
-    def __post_init__(self) -> None:
-        _check_pooling(self.pooling)
-        from medprune.compress import CRITERIA, SCHEDULES
-
-        if self.criterion not in CRITERIA:
-            raise FieldError("criterion", suggest(self.criterion, CRITERIA.names(), "criterion"))
-        _check_options("criterion", self.criterion, self.criterion_options, CRITERIA.get(self.criterion),
-                       "criterion_options")
-        if self.schedule not in SCHEDULES:
-            raise FieldError("schedule", suggest(self.schedule, SCHEDULES.names(), "schedule"))
-        _check_options("schedule", self.schedule, self.schedule_options, SCHEDULES.get(self.schedule),
-                       "schedule_options")
-        check(0 <= self.ratio < 1, "ratio", f"must be in [0, 1), got {self.ratio}")
-        for pattern, r in self.layer_ratios.items():
-            check(isinstance(r, (int, float)) and 0 <= r < 1, f"layer_ratios.{pattern}", f"must be in [0, 1), got {r}")
-        if self.round_to is not None:
-            check(self.round_to >= 1, "round_to", f"must be >= 1 or null, got {self.round_to}")
-        check(0 < self.max_layer_ratio < 1, "max_layer_ratio", f"must be in (0, 1), got {self.max_layer_ratio}")
-
-
-@dataclass
-class ExportConfig:
-    """ONNX export in ``medprune run``: parity tolerance (PyTorch vs ONNX Runtime) and INT8.
-
-    A graph whose outputs differ from PyTorch by more than ``atol + rtol·|output|`` is not written.
-    The INT8 graph of ``compress.quantize.method: int8`` (ONNX Runtime static quantization,
-    calibrated on class-balanced batches) is checked by top-1 agreement with the float model
-    instead: at least ``int8_min_agreement`` of the check images.
-    """
-
-    enabled: bool = True
-    opset: int = 17
-    rtol: float = 1e-3
-    atol: float = 1e-4
-    int8_min_agreement: float = 0.9
-
-    def __post_init__(self) -> None:
-        check(self.opset >= 11, "opset", f"must be >= 11, got {self.opset}")
-        check(self.rtol >= 0, "rtol", f"must be >= 0, got {self.rtol}")
-        check(self.atol >= 0, "atol", f"must be >= 0, got {self.atol}")
-        check(0 <= self.int8_min_agreement <= 1, "int8_min_agreement",
-              f"must be in [0, 1], got {self.int8_min_agreement}")
-
-
-@dataclass
-class BenchConfig:
-    """CPU latency measurement in ``medprune run``: base and compressed timed interleaved."""
-
-    enabled: bool = True
-    threads: int | None = None
-    batch: int = 1
-    rounds: int = 7
-    per_round: int = 3
-
-    def __post_init__(self) -> None:
-        if self.threads is not None:
-            check(self.threads >= 1, "threads", f"must be >= 1, got {self.threads}")
-        check(self.batch >= 1, "batch", f"must be >= 1, got {self.batch}")
-        check(self.rounds >= 3, "rounds", f"must be >= 3, got {self.rounds}")
-        check(self.per_round >= 1, "per_round", f"must be >= 1, got {self.per_round}")
-
-
-@dataclass
 class ExperimentConfig:
-    """One experiment: data, model, optimisation, evaluation and runtime settings."""
+    """One experiment: its task, data, model, optimisation, evaluation, compression and runtime settings.
+
+    ``task`` names a registered task (``classification``, ``segmentation``; :mod:`medprune.tasks`)
+    and ``task_options`` its options; the model must be one registered for that task, and
+    ``optim.early_stopping.metric`` one the task can select by (default: the task's own).
+    """
 
     data: DataConfig
     model: ModelConfig
     name: str | None = None
     description: str = ""
+    task: str = "classification"
+    task_options: dict[str, Any] = field(default_factory=dict)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
@@ -601,6 +112,32 @@ class ExperimentConfig:
         check(h % multiple == 0 and w % multiple == 0, "data.image_size",
               f"{self.model.name} needs height and width divisible by {multiple}, got {h}x{w}; "
               f"e.g. {-(-h // multiple) * multiple}x{-(-w // multiple) * multiple}")
+        self._check_task()
+
+    def _check_task(self) -> None:
+        from medprune.models import list_models, model_task
+        from medprune.tasks import TASKS
+
+        if self.task not in TASKS:
+            raise FieldError("task", suggest(self.task, TASKS.names(), "task"))
+        cls = TASKS.get(self.task)
+        check_options(cls, self.task_options, "task_options", f"option of task {self.task!r}")
+        if model_task(self.model.name) != self.task:
+            raise FieldError("model.name", f"{self.model.name} is a {model_task(self.model.name)} model; task "
+                             f"{self.task} needs one of {', '.join(list_models(self.task)) or '(none registered)'}")
+        cls.check_data(self.data)
+        stopping = self.optim.early_stopping
+        if stopping.metric is None:
+            stopping.metric = cls.default_selection
+        check(stopping.metric in cls.selection_metrics, "optim.early_stopping.metric",
+              suggest(stopping.metric, list(cls.selection_metrics), f"{self.task} metric"))
+
+    def build_task(self) -> Any:
+        """The :class:`~medprune.tasks.Task` this config describes (classes, loss settings, options)."""
+        from medprune.tasks import create_task
+
+        return create_task(self.task, self.data.classes, label_smoothing=self.optim.label_smoothing,
+                           aux_weight=self.optim.aux_weight, **self.task_options)
 
     @property
     def run_dir(self) -> Path:

@@ -1,8 +1,9 @@
 """Turn plain YAML dicts into typed dataclasses, with errors that name the key path.
 
-Private machinery for :mod:`medprune.config`. Each dataclass field's type hint drives the
-conversion: ``int``, ``float``, ``bool``, ``str``, ``Literal[...]``, ``X | None``,
-``list[X]``, ``tuple[X, ...]``, ``tuple[X, Y]``, ``dict[str, Any]`` and nested dataclasses.
+Every package's settings dataclasses use it, and :mod:`medprune.config` builds them. Each
+dataclass field's type hint drives the conversion: ``int``, ``float``, ``bool``, ``str``,
+``Literal[...]``, ``X | None``, ``list[X]``, ``tuple[X, ...]``, ``tuple[X, Y]``,
+``dict[str, Any]`` and nested dataclasses.
 Range checks live in each dataclass's ``__post_init__`` and raise :class:`FieldError`; the loader
 prefixes the key path so the final message reads ``file: optim.lr: must be > 0, got -1``.
 """
@@ -10,13 +11,15 @@ prefixes the key path so the final message reads ``file: optim.lr: must be > 0, 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import types
 import typing
+from collections.abc import Mapping
 from typing import Any, Literal, Union, get_args, get_origin
 
 from medprune.registry import suggest
 
-__all__ = ["FieldError", "build", "to_plain", "check"]
+__all__ = ["FieldError", "build", "to_plain", "check", "check_options"]
 
 
 class FieldError(ValueError):
@@ -36,6 +39,25 @@ def check(condition: bool, key: str, message: str) -> None:
     """Raise :class:`FieldError` for ``key`` unless ``condition`` holds."""
     if not condition:
         raise FieldError(key, message)
+
+
+def check_options(target: Any, options: Mapping[str, Any], key: str, what: str) -> None:
+    """Every name in ``options`` must be a keyword argument of ``target`` (a function or a class's
+    constructor) — medprune's one options-vs-signature check, used for model kwargs, criterion,
+    schedule, task and phantom options alike.
+
+    Raises :class:`FieldError` at ``<key>.<option>`` with close-match suggestions, ``what`` naming
+    the kind of option, e.g. ``schedule_options.stpes: unknown option of schedule 'iterative'
+    'stpes'; did you mean 'steps'?``. A target taking ``**kwargs`` accepts anything.
+    """
+    params = inspect.signature(target).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = [name for name, p in params.items()
+                if name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    for option in options:
+        if option not in accepted:
+            raise FieldError(f"{key}.{option}" if key else option, suggest(option, accepted, what))
 
 
 def _type_name(tp: Any) -> str:

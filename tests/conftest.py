@@ -34,6 +34,26 @@ TINY_CONFIG: dict[str, Any] = {
 }
 
 
+#: A segmentation experiment on a tiny SYNTHETIC IVOCT phantom (stage 1 of the IVOCT pipeline).
+TINY_SEGMENTATION_CONFIG: dict[str, Any] = {
+    "name": "tiny_seg",
+    "task": "segmentation",
+    "data": {
+        "phantom": {"kind": "ivoct", "patients": 8, "size": [48, 96], "seed": 0, "options": {"frames": 3}},
+        "classes": ["background", "tissue", "plaque"],
+        "label_classes": ["normal", "plaque"],
+        "image_size": [48, 96],
+        "channels": "gray",
+        "augmentation": [{"name": "HorizontalFlip", "p": 0.5}],
+        "split": {"val_fraction": 0.25, "test_fraction": 0.25, "seed": 0},
+    },
+    "model": {"name": "basic_unet", "kwargs": {"width": 0.125}},
+    "optim": {"optimizer": "adam", "lr": 0.01, "batch_size": 4, "epochs": 2},
+    "eval": {"n_bootstrap": 50},
+    "runtime": {"seed": 0, "device": "cpu", "workers": 0, "progress": False},
+}
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _torch_threads() -> None:
     # Two pytest-xdist workers share 2 cores: one thread each avoids oversubscription.
@@ -47,6 +67,14 @@ def _torch_threads() -> None:
 def tiny_config_dict(tmp_path: Path) -> dict[str, Any]:
     """A fresh copy of :data:`TINY_CONFIG` writing into ``tmp_path/runs``."""
     cfg = copy.deepcopy(TINY_CONFIG)
+    cfg["runtime"]["out_dir"] = str(tmp_path / "runs")
+    return cfg
+
+
+@pytest.fixture
+def tiny_seg_config_dict(tmp_path: Path) -> dict[str, Any]:
+    """A fresh copy of :data:`TINY_SEGMENTATION_CONFIG` writing into ``tmp_path/runs``."""
+    cfg = copy.deepcopy(TINY_SEGMENTATION_CONFIG)
     cfg["runtime"]["out_dir"] = str(tmp_path / "runs")
     return cfg
 

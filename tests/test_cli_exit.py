@@ -72,7 +72,7 @@ def test_interrupted_hints_name_the_command_and_config() -> None:
 
 def test_keyboard_interrupt_inside_a_command_returns_130(tmp_path: Path, tiny_config_dict: dict, monkeypatch,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
-    import medprune.engine.jobs as jobs
+    import medprune.workflows.jobs as jobs
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -87,7 +87,7 @@ def test_keyboard_interrupt_inside_a_command_returns_130(tmp_path: Path, tiny_co
 
 def test_a_bug_is_one_line_with_the_traceback_in_a_file(tmp_path: Path, tiny_config_dict: dict, monkeypatch,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    import medprune.engine.jobs as jobs
+    import medprune.workflows.jobs as jobs
 
     def broken(*args, **kwargs):
         raise TypeError("unsupported operand type(s) for +: 'int' and 'NoneType'")
@@ -130,7 +130,7 @@ def test_third_party_logging_is_quiet_below_error(capsys: pytest.CaptureFixture[
 _FAULT = '''
 import os
 if os.environ.get("RANK") == "1" and os.environ.get("MEDPRUNE_DDP_WORKER"):
-    import medprune.engine.jobs as jobs
+    import medprune.workflows.jobs as jobs
 
     def prepare_data(*args, **kwargs):
         raise RuntimeError("injected fault on rank 1")

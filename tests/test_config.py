@@ -184,3 +184,47 @@ def test_inception_v3_at_32_px_is_refused_and_aux_logits_needs_299(tiny_config_d
     tiny_config_dict["model"]["kwargs"]["aux_logits"] = True
     with pytest.raises(ConfigError, match="at least 299x299 px"):
         config_from_dict(tiny_config_dict, "x.yaml")
+
+
+def test_model_and_task_must_match(tiny_config_dict: dict, tiny_seg_config_dict: dict) -> None:
+    from medprune.config import config_from_dict
+
+    tiny_config_dict["model"] = {"name": "basic_unet", "kwargs": {"width": 0.25}}
+    with pytest.raises(ConfigError, match="x.yaml: model.name: basic_unet is a segmentation model; task "
+                                          "classification needs one of .*small_cnn"):
+        config_from_dict(tiny_config_dict, "x.yaml")
+    tiny_seg_config_dict["model"] = {"name": "small_cnn"}
+    with pytest.raises(ConfigError, match="model.name: small_cnn is a classification model; task segmentation "
+                                          "needs one of basic_unet, unet"):
+        config_from_dict(tiny_seg_config_dict, "x.yaml")
+
+
+def test_task_options_early_stopping_and_segmentation_data_are_checked(tiny_seg_config_dict: dict) -> None:
+    import copy
+
+    from medprune.config import config_from_dict
+
+    cfg = config_from_dict(copy.deepcopy(tiny_seg_config_dict), "s.yaml")
+    assert cfg.task == "segmentation" and cfg.optim.early_stopping.metric == "mean_dice"  # the task's default
+    assert cfg.build_task().gate_metric == "worst_class_dice"
+    bad = copy.deepcopy(tiny_seg_config_dict)
+    bad["task_options"] = {"include_backgrund": True}
+    with pytest.raises(ConfigError, match="task_options.include_backgrund: .*did you mean 'include_background'"):
+        config_from_dict(bad, "s.yaml")
+    bad = copy.deepcopy(tiny_seg_config_dict)
+    bad["optim"]["early_stopping"] = {"metric": "balanced_accuracy"}
+    with pytest.raises(ConfigError, match="optim.early_stopping.metric: unknown segmentation metric "
+                                          "'balanced_accuracy'"):
+        config_from_dict(bad, "s.yaml")
+    bad = copy.deepcopy(tiny_seg_config_dict)
+    del bad["data"]["label_classes"]
+    with pytest.raises(ConfigError, match="data.label_classes: is required for segmentation"):
+        config_from_dict(bad, "s.yaml")
+    bad = copy.deepcopy(tiny_seg_config_dict)
+    bad["data"]["mask_values"] = {"background": 0, "tissu": 1, "plaque": 2}
+    with pytest.raises(ConfigError, match="s.yaml: data.mask_values"):
+        config_from_dict(bad, "s.yaml")
+    bad = copy.deepcopy(tiny_seg_config_dict)
+    bad["data"]["phantom"]["options"] = {"framez": 3}
+    with pytest.raises(ConfigError, match="data.phantom.options.framez: .*did you mean 'frames'"):
+        config_from_dict(bad, "s.yaml")

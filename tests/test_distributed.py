@@ -28,13 +28,14 @@ def _worker(rank: int, world: int, port: int, cfg_dict: dict, out: str) -> None:
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     from medprune.engine.distributed import DistInfo, cleanup_distributed
-    from medprune.engine.jobs import train
+    from medprune.workflows.jobs import train
     from medprune.engine.trainer import predict
 
     cfg = config_from_dict(cfg_dict, "ddp.yaml")
     outcome = train(cfg, evaluate_test=False)
     val = outcome.data.datasets["val"]
-    preds = predict(outcome.model, val, batch_size=3, device=torch.device("cpu"), dist_info=DistInfo(rank, world, rank))
+    preds = predict(outcome.model, val, cfg.build_task(), batch_size=3, device=torch.device("cpu"),
+                    dist_info=DistInfo(rank, world, rank))
     torch.save({"params": {k: v.clone() for k, v in outcome.model.state_dict().items()},
                 "indices": torch.as_tensor(preds.indices), "n_val": len(val),
                 "history": outcome.result.history}, Path(out) / f"rank{rank}.pt")

@@ -16,7 +16,7 @@ import medprune
 from medprune.compress import load_model, prune_model, save_model
 from medprune.compress.export import export_onnx
 from medprune.config import config_from_dict
-from medprune.engine.jobs import build_model
+from medprune.workflows.jobs import build_model
 from medprune.errors import CheckpointError, ConfigError
 from medprune.models import create_model, list_models
 from medprune.models.structure import build_from_spec
@@ -282,7 +282,7 @@ def test_config_errors_name_the_key(tiny_config_dict: dict, pooling, expected):
 
 @pytest.mark.slow
 def test_trainer_trains_a_pooled_model_and_its_checkpoint_rebuilds(tiny_config_dict: dict):
-    from medprune.engine.jobs import train
+    from medprune.workflows.jobs import train
 
     data = _config(tiny_config_dict, {"kind": "wavelet_hybrid", "keep": "all", "combine": "concat"})
     data["optim"]["epochs"] = 1

@@ -131,7 +131,7 @@ def test_distillation_pulls_the_student_towards_the_teacher():
 # --------------------------------------------------------------------------- the job and the CLI
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from medprune.engine.jobs import train
+    from medprune.workflows.jobs import train
     from tests.conftest import TINY_CONFIG
     import copy
 
@@ -193,7 +193,7 @@ def test_compress_config_errors_name_the_key(tiny_config_dict, tmp_path, capsys)
 
 
 def test_latency_target_search_measures_onnx_runtime_until_the_target(tmp_path):
-    from medprune.compress.job import search_latency_ratio
+    from medprune.workflows.prune import search_latency_ratio
     from medprune.config import LatencyTargetConfig
 
     torch.manual_seed(0)

@@ -250,8 +250,8 @@ def test_int8_export_reports_agreement_and_refuses_below_threshold(tmp_path: Pat
 
 # --------------------------------------------------------------------------- trainer, config, CLI
 def test_quantized_model_fine_tunes_with_the_trainer_and_reloads(tmp_path: Path, tiny_config_dict: dict) -> None:
-    from medprune.engine.jobs import prepare_data
-    from medprune.engine.trainer import Trainer
+    from medprune.workflows.data import prepare_data
+    from medprune.workflows.helpers import config_trainer as Trainer
 
     tiny_config_dict["optim"]["epochs"] = 1
     cfg = config_from_dict(tiny_config_dict, "tiny.yaml")

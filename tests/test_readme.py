@@ -39,7 +39,7 @@ def test_readme_python_snippet_runs_after_make_demo_and_again(tmp_path: Path) ->
 
 def test_api_errors_name_the_keyword_arguments(tmp_path: Path, tiny_config_dict: dict) -> None:
     from medprune.config import config_from_dict
-    from medprune.engine.jobs import train
+    from medprune.workflows.jobs import train
     from medprune.errors import CheckpointError
 
     cfg = config_from_dict(tiny_config_dict, "x.yaml")

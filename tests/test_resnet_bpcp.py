@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medprune.compress._context import CompressContext, PruneOptions
+from medprune.compress.context import CompressContext, PruneOptions
 from medprune.compress.bpcp import BPCP, BlockGates, remove_gated_blocks, straight_through_gates
 from medprune.compress.schedules import create_schedule
 from medprune.errors import ConfigError, PruningError

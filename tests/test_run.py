@@ -12,8 +12,8 @@ import pytest
 from medprune.cli import main
 from medprune.config import config_from_dict
 from medprune.errors import ConfigError
-from medprune.run import STAGES, run_job
-from medprune.sweep import sweep_job
+from medprune.workflows.run import STAGE_NAMES, run_job
+from medprune.workflows.sweep import sweep_job
 from tests.conftest import TINY_CONFIG, write_yaml
 
 pytestmark = pytest.mark.slow
@@ -47,7 +47,7 @@ def _statuses(run_dir: Path) -> dict[str, str]:
 def test_run_writes_every_stage(finished):
     _, _, _, outcome = finished
     run_dir = outcome.run_dir
-    assert list(outcome.stages) == list(STAGES)
+    assert list(outcome.stages) == STAGE_NAMES
     assert {k: s["status"] for k, s in outcome.stages.items()} == {
         "train": "done", "pool": "not_applicable", "prune": "done", "quantize": "not_applicable", "export": "done",
         "bench": "done", "report": "done"}

@@ -40,12 +40,16 @@ def test_judge_gate_numbers_and_messages() -> None:
 
 
 def test_gate_says_when_validation_is_too_small_to_judge() -> None:
-    gate = judge_gate(_metrics(1.0, {"healthy": 30, "sick": 3}), _metrics(1.0, {"healthy": 30, "sick": 3}), 0.05)
+    from medprune.compress.gate import task_gate
+    from medprune.tasks import create_task
+
+    task = create_task("classification", ["healthy", "sick"])
+    gate = task_gate(_metrics(1.0, {"healthy": 30, "sick": 3}), _metrics(1.0, {"healthy": 30, "sick": 3}), 0.05, task)
     assert gate.status == "passed"
     assert gate.warnings == ["validation has only 3 'sick' images: one error moves its sensitivity by 0.33, more "
                              "than the 0.05 limit; the gate cannot judge this class at that resolution (use a "
                              "larger validation split)"]
-    none = judge_gate(_metrics(1.0, {"healthy": 30, "sick": 0}), _metrics(1.0), 0.05)
+    none = task_gate(_metrics(1.0, {"healthy": 30, "sick": 0}), _metrics(1.0), 0.05, task)
     assert any("no 'sick' images" in w for w in none.warnings)
 
 
@@ -64,9 +68,18 @@ class _Validation:
     def __init__(self, base: float, after: float) -> None:
         self.base, self.after, self.calls = base, after, 0
 
-    def __call__(self, model, dataset, config, device) -> dict:
+    def __call__(self, *args) -> dict:  # (model, data, config, device, task)
         self.calls += 1
         return _metrics(self.base if self.calls == 1 else self.after, {"healthy": 4, "sick": 2})
+
+
+def _patch_validation(monkeypatch, fake) -> None:
+    """Replace the validation pass wherever the workflows call it."""
+    import medprune.workflows.helpers as helpers
+    import medprune.workflows.prune as prune
+
+    monkeypatch.setattr(helpers, "validation_metrics", fake)
+    monkeypatch.setattr(prune, "validation_metrics", fake)
 
 
 def _config(root: Path, **compress) -> Path:
@@ -80,7 +93,7 @@ def _config(root: Path, **compress) -> Path:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     from medprune.config import load_config
-    from medprune.engine.jobs import train
+    from medprune.workflows.jobs import train
 
     root = tmp_path_factory.mktemp("gate")
     path = _config(root)
@@ -90,11 +103,11 @@ def trained(tmp_path_factory):
 
 @pytest.mark.slow
 def test_prune_failing_the_gate_exits_3_and_keeps_the_model_as_gate_failed(trained, monkeypatch, capsys) -> None:
-    import medprune.compress.job as job
+    import medprune.workflows.helpers as job
 
     root, path, ckpt = trained
     out = root / "pruned"
-    monkeypatch.setattr(job, "validation_metrics", _Validation(0.9, 0.6))
+    _patch_validation(monkeypatch, _Validation(0.9, 0.6))
     assert main(["prune", str(path), "--checkpoint", str(ckpt), "--out", str(out)]) == EXIT_GATE
     captured = capsys.readouterr()
     assert "safety gate: FAILED: validation worst class sensitivity of the pruned model fell from 0.900 to 0.600" \
@@ -108,7 +121,7 @@ def test_prune_failing_the_gate_exits_3_and_keeps_the_model_as_gate_failed(train
     assert summary["gate"]["drop"] == pytest.approx(0.3)
     assert load_model(out / "model.gate_failed.pt") is not None  # the work is kept
     # --accept-unsafe: the same model is the deliverable, and the override is recorded
-    monkeypatch.setattr(job, "validation_metrics", _Validation(0.9, 0.6))
+    _patch_validation(monkeypatch, _Validation(0.9, 0.6))
     assert main(["prune", str(path), "--checkpoint", str(ckpt), "--out", str(out), "--accept-unsafe"]) == 0
     assert (out / "model.pt").is_file() and not (out / "model.gate_failed.pt").exists()
     summary = json.loads((out / "prune_summary.json").read_text())
@@ -121,13 +134,13 @@ def test_prune_failing_the_gate_exits_3_and_keeps_the_model_as_gate_failed(train
 @pytest.mark.slow
 def test_every_schedule_is_gated(trained, monkeypatch) -> None:
     """SFP never checked the gate at all; now the job judges whatever a schedule returns."""
-    import medprune.compress.job as job
-    from medprune.compress.job import prune_job
+    import medprune.workflows.helpers as job
+    from medprune.workflows.prune import prune_job
     from medprune.config import load_config
 
     root, path, ckpt = trained
     for schedule, options in (("sfp", {"epochs": 1}), ("oneshot", {})):
-        monkeypatch.setattr(job, "validation_metrics", _Validation(0.9, 0.5))
+        _patch_validation(monkeypatch, _Validation(0.9, 0.5))
         cfg = load_config(path, ["compress.criterion=l2", f"compress.schedule={schedule}",
                                  f"compress.schedule_options={json.dumps(options)}"])
         outcome = prune_job(cfg, ckpt, root / f"p_{schedule}")
@@ -136,11 +149,11 @@ def test_every_schedule_is_gated(trained, monkeypatch) -> None:
 
 @pytest.mark.slow
 def test_run_with_a_failed_gate_skips_export_marks_the_run_and_exits_3(tmp_path, monkeypatch, capsys) -> None:
-    import medprune.compress.job as job
+    import medprune.workflows.helpers as job
 
     path = _config(tmp_path)
     run_dir = tmp_path / "runs" / "tiny"
-    monkeypatch.setattr(job, "validation_metrics", _Validation(0.9, 0.6))
+    _patch_validation(monkeypatch, _Validation(0.9, 0.6))
     assert main(["run", str(path)]) == EXIT_GATE
     record = json.loads((run_dir / "run.json").read_text())
     stages = {k: v["status"] for k, v in record["stages"].items()}
@@ -154,12 +167,12 @@ def test_run_with_a_failed_gate_skips_export_marks_the_run_and_exits_3(tmp_path,
     assert "FAILED its safety gate" in (run_dir / "report.html").read_text()
     assert "not for deployment" in capsys.readouterr().err
     # a rerun reuses the stage (no new pruning) and still refuses
-    monkeypatch.setattr(job, "validation_metrics", _Validation(0.9, 0.6))
+    _patch_validation(monkeypatch, _Validation(0.9, 0.6))
     stamp = (run_dir / "compressed" / "model.gate_failed.pt").stat().st_mtime_ns
     assert main(["run", str(path)]) == EXIT_GATE
     assert (run_dir / "compressed" / "model.gate_failed.pt").stat().st_mtime_ns == stamp
     # --accept-unsafe redoes the stage keeping its model, records the override, and ships it
-    monkeypatch.setattr(job, "validation_metrics", _Validation(0.9, 0.6))
+    _patch_validation(monkeypatch, _Validation(0.9, 0.6))
     assert main(["run", str(path), "--accept-unsafe"]) == 0
     record = json.loads((run_dir / "run.json").read_text())
     assert record["stages"]["prune"]["gate"]["status"] == "accepted_unsafe" and record["accept_unsafe"] is True
@@ -170,20 +183,19 @@ def test_run_with_a_failed_gate_skips_export_marks_the_run_and_exits_3(tmp_path,
 @pytest.mark.slow
 def test_int8_is_gated_on_per_class_validation_metrics(trained, monkeypatch, capsys) -> None:
     """Top-1 agreement alone passed an INT8 graph that lost 15 points of balanced accuracy."""
-    import medprune.compress.export_job as export_job
-    import medprune.compress.job as job
-    from medprune.engine.trainer import Predictions
+    import medprune.workflows.helpers as job
+    from medprune.tasks import Evaluation
 
     root, path, ckpt = trained
 
-    def one_class(onnx_path, dataset, threads=None):  # an INT8 graph that only ever says "healthy"
+    def one_class(onnx_path, dataset, task, threads=None):  # an INT8 graph that only ever says "healthy"
         n = len(dataset)
         labels = np.array([int(dataset[i][1]) for i in range(n)])
         probs = np.tile([0.9, 0.1], (n, 1))
-        return Predictions(indices=np.arange(n), probs=probs, labels=labels, loss=0.0)
+        return Evaluation(indices=np.arange(n), loss=0.0, payload={"probs": probs, "labels": labels})
 
-    monkeypatch.setattr(export_job, "onnx_predictions", one_class)
-    monkeypatch.setattr(job, "validation_metrics", lambda *a: _metrics(0.9, {"healthy": 4, "sick": 2}))
+    monkeypatch.setattr(job, "onnx_evaluation", one_class)
+    _patch_validation(monkeypatch, lambda *a: _metrics(0.9, {"healthy": 4, "sick": 2}))
     out = root / "x" / "model.onnx"
     code = main(["export", str(ckpt), "--out", str(out), "--int8", "--config", str(path),
                  "--int8-min-agreement", "0"])

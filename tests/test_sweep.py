@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-import medprune.sweep as sweep_module
+import medprune.workflows.sweep as sweep_module
 from medprune.compress.latency import LatencyStats
 from medprune.config import config_from_dict
 from medprune.report.sweep_plots import plot_frontier
-from medprune.sweep import compare_latency, format_sweep, sweep_job
+from medprune.workflows.sweep import compare_latency, format_sweep, sweep_job
 from tests.conftest import TINY_CONFIG, write_yaml
 
 
@@ -115,14 +115,16 @@ def swept(tmp_path_factory):
     data["bench"] = {"rounds": 3, "per_round": 1}
     path = write_yaml(root / "tiny.yaml", data)
     timed: list[list[str]] = []
-    real = sweep_module.interleaved_latency
+    import medprune.compress.latency as latency_module
+
+    real = latency_module.interleaved_latency
 
     def recording(candidates, **kw):
-        timed.append(list(candidates))
+        timed.append([name.removesuffix("/onnxruntime") for name in candidates])
         return real(candidates, **kw)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(sweep_module, "interleaved_latency", recording)
+        mp.setattr(latency_module, "interleaved_latency", recording)
         outcome = sweep_job(config_from_dict(data, str(path)), ratios=[0.25, 0.6], criteria=["l1", "l2"])
     return outcome, timed
 

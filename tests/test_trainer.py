@@ -13,12 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from medprune.config import config_from_dict, load_config
 from medprune.engine.checkpoint import load_checkpoint
-from medprune.engine.jobs import prepare_data, train
-from medprune.engine.samplers import EpochSampler, ShardSampler, inverse_frequency_weights
-from medprune.errors import CheckpointError
+from medprune.workflows.data import prepare_data
+from medprune.workflows.jobs import train
+from medprune.data.sampling import EpochSampler, ShardSampler, inverse_frequency_weights
+from medprune.errors import CheckpointError, ConfigError
 from tests.conftest import ROOT, write_yaml
 
 
@@ -56,7 +58,10 @@ def test_training_writes_every_artefact(tiny_config_dict: dict) -> None:
     assert best["epoch"] == outcome.result.best_epoch
 
 
-def test_resume_after_kill_reproduces_uninterrupted_weights(tmp_path: Path, tiny_config_dict: dict) -> None:
+@pytest.mark.parametrize("bn_recalibration", [False, True])
+def test_resume_after_kill_reproduces_uninterrupted_weights(tmp_path: Path, tiny_config_dict: dict,
+                                                            bn_recalibration: bool) -> None:
+    tiny_config_dict["optim"]["bn_recalibration"] = bn_recalibration
     full = config_from_dict({**tiny_config_dict, "name": "full"}, "t.yaml")
     train(full, evaluate_test=False)
 
@@ -169,8 +174,8 @@ def test_weighted_loss_changes_training(tiny_config_dict: dict) -> None:
 
 
 def test_gradient_clipping_bounds_the_update(tiny_config_dict: dict) -> None:
-    from medprune.engine.jobs import build_model
-    from medprune.engine.trainer import Trainer
+    from medprune.workflows.helpers import build_model
+    from medprune.workflows.helpers import config_trainer as Trainer
 
     tiny_config_dict["optim"].update(lr=1.0, momentum=0.0, grad_clip=1e-3, batch_size=64, epochs=1)
     cfg = config_from_dict(tiny_config_dict, "t.yaml")
@@ -198,3 +203,130 @@ def test_corrupt_checkpoint_and_arbitrary_pickle_are_refused(tmp_path: Path) -> 
     empty.write_bytes(b"")
     with pytest.raises(CheckpointError, match="empty"):
         load_checkpoint(empty)
+
+
+class _TrainOnlyBranchNet(nn.Module):
+    """Dropout → conv → BN → GAP → linear, plus a BN that only train-mode forwards reach (like Inception's aux head)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.drop = nn.Dropout(0.5)  # would change the statistics if recalibration ran it in train mode
+        self.conv = nn.Conv2d(1, 3, 3, bias=False)
+        self.bn = nn.BatchNorm2d(3)
+        self.aux_bn = nn.BatchNorm2d(3)
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.bn(self.conv(self.drop(x)))
+        if self.training:
+            h = h + 0.0 * self.aux_bn(h)
+        return self.fc(h.mean(dim=(2, 3)))
+
+
+def _tiny_trainer(tiny_config_dict: dict, model: nn.Module, **optim):
+    from medprune.workflows.helpers import config_trainer as Trainer
+
+    tiny_config_dict["optim"].update(optim)
+    cfg = config_from_dict(tiny_config_dict, "t.yaml")
+    data = prepare_data(cfg, cfg.run_dir)
+    return Trainer(model, data.datasets["train"], data.datasets["val"], cfg, cfg.run_dir, torch.device("cpu")), data
+
+
+def test_bn_recalibration_is_the_average_of_training_batch_statistics(tiny_config_dict: dict) -> None:
+    torch.manual_seed(0)
+    model = _TrainOnlyBranchNet()
+    trainer, data = _tiny_trainer(tiny_config_dict, model, batch_size=5, bn_recalibration=True)
+    trainer.train_one_epoch()
+    train_set = data.datasets["train"]
+    aux_before = {k: v.clone() for k, v in model.aux_bn.state_dict().items()}
+    counter_before = model.bn.num_batches_tracked.clone()
+    weights_before = {k: v.clone() for k, v in model.state_dict().items() if "running" not in k}
+    # closed form: equal-weight mean of the batch means and unbiased batch variances of conv(x), no dropout
+    means, variances = [], []
+    with torch.no_grad():
+        for start in range(0, len(train_set), 5):
+            x = torch.stack([train_set[i][0] for i in range(start, min(start + 5, len(train_set)))])
+            h = model.conv(x)
+            means.append(h.mean(dim=(0, 2, 3)))
+            variances.append(h.var(dim=(0, 2, 3), unbiased=True))
+    assert len(train_set) % 5 != 1 and len(means) >= 2
+    trainer.recalibrate_bn()
+    assert torch.allclose(model.bn.running_mean, torch.stack(means).mean(0), atol=1e-5)
+    assert torch.allclose(model.bn.running_var, torch.stack(variances).mean(0), rtol=1e-4)
+    # the train-only branch, the weights, the momentum and the batch counter are left as they were
+    for k, v in model.aux_bn.state_dict().items():
+        assert torch.equal(v, aux_before[k]), k
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in weights_before.items())
+    assert model.bn.momentum == 0.1 and torch.equal(model.bn.num_batches_tracked, counter_before)
+    assert model.training  # the mode it was in
+
+
+def test_bn_recalibration_is_off_by_default_and_changes_only_statistics(tiny_config_dict: dict) -> None:
+    from medprune.config import OptimConfig
+
+    assert OptimConfig().bn_recalibration is False
+    tiny_config_dict["optim"]["epochs"] = 1
+    plain = train(config_from_dict({**tiny_config_dict, "name": "plain"}, "t.yaml"), evaluate_test=False)
+    tiny_config_dict["optim"]["bn_recalibration"] = True
+    recal = train(config_from_dict({**tiny_config_dict, "name": "recal"}, "t.yaml"), evaluate_test=False)
+    a = load_checkpoint(plain.run_dir / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(recal.run_dir / "checkpoints" / "last.pt")["model"]
+    stats = [k for k in a if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(a[k], b[k]) for k in a if k not in stats)  # same training, same weights
+    assert all(not torch.equal(a[k], b[k]) for k in stats)  # every BN layer recalibrated
+    assert plain.result.history[0]["train_loss"] == recal.result.history[0]["train_loss"]
+
+
+def test_bn_recalibration_must_be_a_boolean(tiny_config_dict: dict) -> None:
+    tiny_config_dict["optim"]["bn_recalibration"] = "yes"
+    with pytest.raises(ConfigError, match=r"t.yaml: optim.bn_recalibration: must be true or false"):
+        config_from_dict(tiny_config_dict, "t.yaml")
+
+
+def _recal_worker(rank: int, world: int, port: int, cfg_dict: dict, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+
+    from medprune.engine.distributed import DistInfo
+    from medprune.workflows.helpers import config_trainer as Trainer
+
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    cfg = config_from_dict(cfg_dict, "ddp.yaml")
+    data = prepare_data(cfg, cfg.run_dir, DistInfo(rank, world, rank))
+    torch.manual_seed(0)
+    model = _TrainOnlyBranchNet()
+    Trainer(model, data.datasets["train"], data.datasets["val"], cfg, cfg.run_dir, torch.device("cpu"),
+            dist_info=DistInfo(rank, world, rank)).recalibrate_bn()
+    torch.save({k: v.clone() for k, v in model.bn.state_dict().items()}, Path(out) / f"rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_bn_recalibration_under_ddp_gives_every_rank_the_average_over_all_batches(tmp_path: Path, tiny_config_dict: dict) -> None:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    tiny_config_dict["optim"]["batch_size"] = 2
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_recal_worker, args=(2, port, tiny_config_dict, str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert all(torch.equal(r0[k], r1[k]) for k in r0)
+    # closed form: every rank's batches of 2 over its shard (a last batch of one dropped), each batch
+    # weighing the same whichever rank ran it
+    cfg = config_from_dict(tiny_config_dict, "ddp.yaml")
+    train_set = prepare_data(cfg, cfg.run_dir).datasets["train"]
+    torch.manual_seed(0)
+    model = _TrainOnlyBranchNet()
+    means, variances = [], []
+    with torch.no_grad():
+        for rank in (0, 1):
+            shard = list(ShardSampler(len(train_set), rank, 2))
+            for start in range(0, len(shard) - len(shard) % 2, 2):
+                h = model.conv(torch.stack([train_set[i][0] for i in shard[start:start + 2]]))
+                means.append(h.mean(dim=(0, 2, 3)))
+                variances.append(h.var(dim=(0, 2, 3), unbiased=True))
+    assert torch.allclose(r0["running_mean"], torch.stack(means).mean(0), atol=1e-5)
+    assert torch.allclose(r0["running_var"], torch.stack(variances).mean(0), rtol=1e-4)

@@ -208,9 +208,10 @@ def test_unet_without_residual_units_builds_and_prunes() -> None:
     assert model(x).shape == (2, K, SIZE, SIZE)
 
 
-def test_config_refuses_an_image_size_the_unet_cannot_take(tiny_config_dict: dict) -> None:
+def test_config_refuses_an_image_size_the_unet_cannot_take(tiny_seg_config_dict: dict) -> None:
     from medprune.config import config_from_dict
 
+    tiny_config_dict = tiny_seg_config_dict
     tiny_config_dict["model"] = {"name": "unet", "kwargs": {"width": 0.25}}
     tiny_config_dict["data"]["image_size"] = [48, 64]
     config_from_dict(tiny_config_dict, "ok.yaml")

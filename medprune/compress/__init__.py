@@ -8,7 +8,7 @@ Public API::
 """
 
 from medprune.compress import bpcp, sfp  # noqa: F401  (importing registers the schedules)
-from medprune.compress._context import CompressContext, PruneOptions
+from medprune.compress.context import CompressContext, PruneOptions
 from medprune.compress.calibration import class_balanced_batches
 from medprune.compress.importance import CRITERIA, Criterion, create_criterion, list_criteria
 from medprune.compress.quantize import materialize, packed_size_bytes, quantize_model

@@ -42,7 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from medprune.compress._context import CompressContext
+from medprune.compress.context import CompressContext
 from medprune.compress.importance import create_criterion
 from medprune.compress.schedules import SCHEDULES, Schedule
 from medprune.engine.trainer import TrainHook

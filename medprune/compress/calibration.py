@@ -15,7 +15,7 @@ Example::
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -36,20 +36,26 @@ def _labels(dataset: Dataset) -> list[int]:
     return [int(v) for v in labels]
 
 
-def _images_and_labels(items: list[tuple[Any, ...]]) -> tuple[torch.Tensor, torch.Tensor]:
+def _images_and_targets(items: list[tuple[Any, ...]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(images, targets)``: class indices ``(N,)`` for classification, masks ``(N, H, W)`` for segmentation."""
     images = torch.stack([torch.as_tensor(item[0]) for item in items])
-    labels = torch.as_tensor([int(item[1]) for item in items], dtype=torch.long)
-    return images, labels
+    targets = torch.stack([torch.as_tensor(item[1], dtype=torch.long) for item in items])
+    return images, targets
 
 
 def class_balanced_batches(dataset: Dataset, *, batch_size: int, num_batches: int, seed: int = 0,
-                           num_classes: int | None = None,
-                           num_workers: int = 0) -> Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]:
-    """Return a zero-argument callable yielding ``num_batches`` class-balanced ``(images, labels)``.
+                           num_classes: int | None = None, num_workers: int = 0,
+                           labels: Sequence[int] | None = None,
+                           ) -> Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]]:
+    """Return a zero-argument callable yielding ``num_batches`` class-balanced ``(images, targets)``.
 
     Args:
-        dataset: yields ``(image, label, ...)`` items (e.g. a ``ClassificationDataset``, whose
-            ``labels`` property is used so no image is read to find the labels).
+        dataset: yields ``(image, target, ...)`` items (e.g. a ``ClassificationDataset``, whose
+            ``labels`` property is used so no image is read to find the labels; a
+            ``SegmentationDataset``, whose items carry masks).
+        labels: the stratum of every item to balance over (a task's ``balance_labels``: the class,
+            or a segmentation frame's label — with and without the lesion); default: the data
+            set's ``labels``.
         batch_size: samples per batch.
         num_batches: batches per call.
         seed: seeds the local generator; the same seed gives the same batches on every call.
@@ -62,7 +68,7 @@ def class_balanced_batches(dataset: Dataset, *, batch_size: int, num_batches: in
     """
     if batch_size < 1 or num_batches < 1:
         raise DataError(f"calibration needs batch_size >= 1 and num_batches >= 1, got {batch_size} and {num_batches}")
-    labels = _labels(dataset)
+    labels = [int(v) for v in labels] if labels is not None else _labels(dataset)
     if not labels:
         raise DataError("calibration data set is empty: class-balanced batches need at least one sample")
     bad = [i for i, v in enumerate(labels) if v < 0 or (num_classes is not None and v >= num_classes)]
@@ -82,7 +88,7 @@ def class_balanced_batches(dataset: Dataset, *, batch_size: int, num_batches: in
         g = torch.Generator().manual_seed(seed)
         order = torch.multinomial(weights, total, replacement=True, generator=g).tolist()
         loader = DataLoader(dataset, batch_size=batch_size, sampler=order, num_workers=num_workers,
-                            collate_fn=_images_and_labels)
+                            collate_fn=_images_and_targets)
         yield from loader
 
     return batches

@@ -23,9 +23,9 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, Sequence
 
-__all__ = ["GateResult", "GATE_STATUSES", "judge_gate", "gate_file", "FAILED_SUFFIX"]
+__all__ = ["GateResult", "GATE_STATUSES", "judge_gate", "task_gate", "gate_file", "FAILED_SUFFIX"]
 
 GateStatus = Literal["passed", "failed", "accepted_unsafe", "off"]
 GATE_STATUSES: tuple[str, ...] = ("passed", "failed", "accepted_unsafe", "off")
@@ -71,31 +71,21 @@ class GateResult:
         return cls(**known)
 
 
-def _resolution_warnings(baseline: Mapping[str, Any], limit: float) -> list[str]:
-    """Classes whose validation count is too small for one error to stay within ``limit``."""
-    out = []
-    for name, row in (baseline.get("per_class") or {}).items():
-        support = int((row or {}).get("support") or 0)
-        if support == 0:
-            out.append(f"validation has no '{name}' images: the gate cannot see that class at all")
-        elif 1.0 / support > limit + 1e-12:
-            out.append(f"validation has only {support} '{name}' image{'s' if support != 1 else ''}: one error moves "
-                       f"its sensitivity by {1.0 / support:.2f}, more than the {limit:g} limit; the gate cannot "
-                       "judge this class at that resolution (use a larger validation split)")
-    return out
-
-
 def judge_gate(baseline: Mapping[str, Any], metrics: Mapping[str, Any], limit: float | None, *,
-               what: str = "the compressed model", metric: str = "worst_class_sensitivity") -> GateResult:
+               what: str = "the compressed model", metric: str = "worst_class_sensitivity",
+               warnings: Sequence[str] = ()) -> GateResult:
     """The gate's verdict on ``metrics`` (validation, compressed) against ``baseline`` (validation, source).
 
-    ``limit`` ``None`` turns the gate off. A metric that is undefined on either side cannot be
-    compared: the gate fails rather than pass blind.
+    ``metric`` is the task's gate metric (:attr:`medprune.tasks.Task.gate_metric`: worst-class
+    sensitivity for classification, worst-class Dice for segmentation) and ``warnings`` what the
+    task says about the validation split's resolution (:meth:`~medprune.tasks.Task.resolution_warnings`);
+    :func:`task_gate` fills both from a task. ``limit`` ``None`` turns the gate off. A metric
+    that is undefined on either side cannot be compared: the gate fails rather than pass blind.
     """
     if limit is None:
         return GateResult(status="off", metric=metric, message="off (compress.safety.max_worst_class_drop: null)")
+    warnings = list(warnings)
     base, now = baseline.get(metric), metrics.get(metric)
-    warnings = _resolution_warnings(baseline, limit)
     if base is None or now is None or (isinstance(now, float) and math.isnan(now)):
         return GateResult(status="failed", metric=metric, baseline=base, value=now, limit=limit, warnings=warnings,
                           message=f"validation {metric.replace('_', ' ')} of {what} is undefined; cannot judge it")
@@ -109,6 +99,13 @@ def judge_gate(baseline: Mapping[str, Any], metrics: Mapping[str, Any], limit: f
                    f"limit {limit:g})")
     return GateResult(status="passed" if passed else "failed", metric=metric, baseline=float(base), value=float(now),
                       drop=drop, limit=limit, message=message, warnings=warnings)
+
+
+def task_gate(baseline: Mapping[str, Any], metrics: Mapping[str, Any], limit: float | None, task: Any, *,
+              what: str = "the compressed model") -> GateResult:
+    """:func:`judge_gate` with the ``task``'s gate metric and resolution warnings."""
+    warnings = task.resolution_warnings(dict(baseline), limit) if limit is not None else []
+    return judge_gate(baseline, metrics, limit, what=what, metric=task.gate_metric, warnings=warnings)
 
 
 def gate_file(path: Path, gate: GateResult | None) -> Path:

@@ -38,7 +38,7 @@ import platform
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,8 +66,14 @@ __all__ = [
     "measure_torch_latency",
     "measure_ort_latency",
     "bench_model",
+    "bench_models",
+    "BenchResult",
+    "BenchEntry",
     "bench_file",
     "format_bench",
+    "state_dict_bytes",
+    "machine_info",
+    "library_versions",
 ]
 
 logger = logging.getLogger(__name__)
@@ -207,10 +213,6 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-#: Old private name, still imported by ``medprune.run``; use :func:`torch_threads`.
-_torch_threads = torch_threads
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -392,13 +394,15 @@ def measure_ort_latency(
                                warmup, repeats)
 
 
-def _state_dict_bytes(model: nn.Module) -> int:
+def state_dict_bytes(model: nn.Module) -> int:
+    """Size of ``torch.save(model.state_dict())`` in bytes (a model's file size without its record)."""
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     return buffer.getbuffer().nbytes
 
 
-def _machine() -> dict[str, Any]:
+def machine_info() -> dict[str, Any]:
+    """The processor, architecture, system and CPU count: what every timing is reported beside."""
     processor = platform.processor()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():  # Linux: platform.processor() is often just the architecture
@@ -410,7 +414,8 @@ def _machine() -> dict[str, Any]:
             "system": platform.system(), "cpu_count": os.cpu_count()}
 
 
-def _versions() -> dict[str, str]:
+def library_versions() -> dict[str, str]:
+    """Versions of torch, ONNX Runtime and onnx: what every timing is reported beside."""
     import onnx
     import onnxruntime
 
@@ -453,7 +458,7 @@ def bench_model(
     if model_file is not None:
         file_bytes, file_kind = Path(model_file).stat().st_size, Path(model_file).name
     else:
-        file_bytes, file_kind = _state_dict_bytes(model), "torch.save(state_dict)"
+        file_bytes, file_kind = state_dict_bytes(model), "torch.save(state_dict)"
     result: dict[str, Any] = {
         "params": count_params(model),
         "macs": total_macs(model, tuple(input_size)),
@@ -482,6 +487,108 @@ def bench_model(
     return result
 
 
+@dataclass
+class BenchEntry:
+    """One model of a :class:`BenchResult`: its size, cost and latency per runtime."""
+
+    latency_ms: dict[str, LatencyStats]
+    params: int | None = None
+    macs: int | None = None
+    file_bytes: int | None = None
+    file_kind: str | None = None
+    onnx_bytes: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {k: getattr(self, k) for k in ("params", "macs", "file_bytes", "file_kind", "onnx_bytes")
+                               if getattr(self, k) is not None}
+        out["latency_ms"] = {rt: stats.to_dict() for rt, stats in self.latency_ms.items()}
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BenchEntry:
+        return cls(latency_ms={rt: LatencyStats.from_dict(v) for rt, v in (data.get("latency_ms") or {}).items()},
+                   **{k: data.get(k) for k in ("params", "macs", "file_bytes", "file_kind", "onnx_bytes")})
+
+
+@dataclass
+class BenchResult:
+    """Several models timed interleaved in one process (``bench.json``): what ``medprune run``, ``sweep``
+    and the benchmarks report. ``speedup[name][runtime]`` is the base's median over the model's."""
+
+    models: dict[str, BenchEntry]
+    input_size: list[int]
+    batch: int
+    threads: int
+    rounds: int
+    per_round: int
+    base: str = "base"
+    method: str = METHOD
+    versions: dict[str, str] = field(default_factory=dict)
+    machine: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def speedup(self) -> dict[str, dict[str, float]]:
+        base = self.models[self.base].latency_ms
+        return {name: {rt: base[rt].median_ms / max(stats.median_ms, 1e-9) for rt, stats in e.latency_ms.items()
+                       if rt in base}
+                for name, e in self.models.items() if name != self.base}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"models": {k: v.to_dict() for k, v in self.models.items()}, "input_size": list(self.input_size),
+                "batch": self.batch, "threads": self.threads, "rounds": self.rounds, "per_round": self.per_round,
+                "base": self.base, "method": self.method, "versions": self.versions, "machine": self.machine,
+                "speedup": self.speedup}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BenchResult:
+        return cls(models={k: BenchEntry.from_dict(v) for k, v in data["models"].items()},
+                   input_size=list(data.get("input_size") or []), batch=int(data.get("batch", 1)),
+                   threads=int(data.get("threads", 1)), rounds=int(data.get("rounds", 0)),
+                   per_round=int(data.get("per_round", 0)), base=str(data.get("base", "base")),
+                   method=str(data.get("method", METHOD)), versions=dict(data.get("versions") or {}),
+                   machine=dict(data.get("machine") or {}))
+
+
+def bench_models(models: Mapping[str, nn.Module | None], onnx: Mapping[str, str | os.PathLike[str] | None],
+                 example: torch.Tensor, *, batch: int = 1, threads: int | None = None, rounds: int = 7,
+                 per_round: int = 3, warmup: int = 2, base: str = "base",
+                 file_bytes: Mapping[str, tuple[int, str]] | None = None) -> BenchResult:
+    """Time several models interleaved (:func:`interleaved_latency`): PyTorch eager for each model given,
+    ONNX Runtime for each graph given, all in one round-robin so the machine's drift hits them alike.
+
+    ``models`` and ``onnx`` map names to a model / an ONNX file (``None`` or absent: that runtime is not
+    timed for the name; a name in ``onnx`` only — an INT8 graph — gets ONNX Runtime figures only).
+    ``example`` is one sample batch; ``batch`` repeats it. ``file_bytes`` overrides a model's reported
+    file size: ``{name: (bytes, kind)}``.
+    """
+    size = [int(s) for s in example.shape[1:]]
+    threads = threads or torch.get_num_threads()
+    x = example[:1].repeat(batch, *([1] * (example.dim() - 1)))
+    names = list(dict.fromkeys([*models, *onnx]))
+    runners: dict[str, Callable[[], None]] = {}
+    for name in names:
+        if models.get(name) is not None:
+            runners[f"{name}/torch"] = torch_runner(models[name], x)  # type: ignore[arg-type]
+        if onnx.get(name) is not None:
+            runners[f"{name}/onnxruntime"] = ort_runner(onnx[name], x, threads)
+    with torch_threads(threads):
+        stats = interleaved_latency(runners, rounds=rounds, warmup=warmup, per_round=per_round)
+    entries = {}
+    for name in names:
+        model, graph = models.get(name), onnx.get(name)
+        kind = (file_bytes or {}).get(name)
+        entries[name] = BenchEntry(
+            latency_ms={rt: stats[f"{name}/{rt}"] for rt in ("torch", "onnxruntime") if f"{name}/{rt}" in stats},
+            params=count_params(model) if model is not None else None,
+            macs=total_macs(model, tuple(size)) if model is not None else None,
+            file_bytes=kind[0] if kind else (state_dict_bytes(model) if model is not None else None),
+            file_kind=kind[1] if kind else ("torch.save(state_dict)" if model is not None else None),
+            onnx_bytes=Path(graph).stat().st_size if graph is not None else None)
+    return BenchResult(models=entries, input_size=size, batch=batch, threads=threads, rounds=rounds,
+                       per_round=per_round, base=base, method=f"{METHOD}; {rounds} rounds × {per_round} calls",
+                       versions=library_versions(), machine=machine_info())
+
+
 def _context(input_size: tuple[int, ...], batch: int, threads: int, stats: dict[str, LatencyStats],
              rounds: int, per_round: int) -> dict[str, Any]:
     return {
@@ -490,8 +597,8 @@ def _context(input_size: tuple[int, ...], batch: int, threads: int, stats: dict[
         "batch": batch,
         "threads": threads,
         "method": f"{METHOD}; {rounds} rounds × {per_round} calls",
-        "versions": _versions(),
-        "machine": _machine(),
+        "versions": library_versions(),
+        "machine": machine_info(),
     }
 
 

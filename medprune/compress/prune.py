@@ -41,7 +41,8 @@ from medprune.errors import PruningError
 from medprune.models.cost import count_params, total_macs
 from medprune.models.structure import capture_structure
 
-__all__ = ["PruneResult", "prune_model", "prune_channels", "keep_count", "self_check", "layer_widths"]
+__all__ = ["PruneResult", "prune_model", "prune_channels", "keep_count", "self_check", "layer_widths", "Snapshot",
+           "finish_pruning", "resolve_protected", "is_grouped"]
 
 log = logging.getLogger(__name__)
 
@@ -164,20 +165,20 @@ def self_check(model: nn.Module, example_inputs: Any, expected: dict[str, list[t
 
 
 @dataclass
-class _Before:
-    """Widths, parameters and MACs of a model before pruning."""
+class Snapshot:
+    """Widths, parameters and MACs of a model before pruning (shared with the SFP hard prune)."""
 
     widths: dict[str, int]
     params: int
     macs: int
 
     @classmethod
-    def of(cls, model: nn.Module, example_inputs: Any, forward_fn: ForwardFn | None) -> "_Before":
+    def of(cls, model: nn.Module, example_inputs: Any, forward_fn: ForwardFn | None) -> "Snapshot":
         return cls(layer_widths(model), count_params(model), total_macs(model, example_inputs, forward_fn=forward_fn))
 
 
-def _finish(model: nn.Module, example_inputs: Any, forward_fn: ForwardFn, state: preserved_state,
-            expected: dict[str, list[tuple[int, ...]]] | None, before: _Before, removed: dict[str, list[int]],
+def finish_pruning(model: nn.Module, example_inputs: Any, forward_fn: ForwardFn, state: preserved_state,
+            expected: dict[str, list[tuple[int, ...]]] | None, before: Snapshot, removed: dict[str, list[int]],
             t0: float, criterion: str) -> PruneResult:
     """Restore modes and frozen flags, record the new widths in the spec, self-check, summarise."""
     state.restore()
@@ -193,7 +194,7 @@ def _finish(model: nn.Module, example_inputs: Any, forward_fn: ForwardFn, state:
                        seconds=time.perf_counter() - t0, criterion=criterion)
 
 
-def _resolve_protected(model: nn.Module, graph: tp.DependencyGraph, protect: Sequence[str]) -> set[nn.Module]:
+def resolve_protected(model: nn.Module, graph: tp.DependencyGraph, protect: Sequence[str]) -> set[nn.Module]:
     """Modules whose output channels must not change: the model's outputs plus ``protect``."""
     names = {m: n for n, m in model.named_modules()}
     protected = set(output_layers(graph))
@@ -225,7 +226,7 @@ def _group_ratio(group: Any, names: dict[nn.Module, str], ratio: float, layer_ra
     return ratio, False
 
 
-def _grouped(group: Any) -> bool:
+def is_grouped(group: Any) -> bool:
     """Groups with grouped (non-depthwise) convolutions are skipped: their channel blocks must move together."""
     for dep, _ in group:
         m = dep.target.module
@@ -300,7 +301,7 @@ def prune_model(model: nn.Module, example_inputs: Any, *, criterion: Any = "l2",
             raise PruningError(f"layer_ratios[{pattern!r}] must be in [0, 1), got {r}")
     forward_fn = forward_fn or default_forward_fn(model)
     state = preserved_state(model, buffers=False)
-    before = _Before.of(model, example_inputs, forward_fn)
+    before = Snapshot.of(model, example_inputs, forward_fn)
     expected = _output_shapes(model, example_inputs, forward_fn) if check else None
 
     if crit.data_driven:
@@ -312,10 +313,10 @@ def prune_model(model: nn.Module, example_inputs: Any, *, criterion: Any = "l2",
 
     graph = build_graph(model, example_inputs, forward_fn)
     names = {m: n for n, m in model.named_modules()}
-    protected = _resolve_protected(model, graph, protect)
+    protected = resolve_protected(model, graph, protect)
     scored: list[tuple[Any, torch.Tensor, float, bool]] = []
     for group in graph.get_all_groups(ignored_layers=list(protected), root_module_types=_ROOTS):
-        if _grouped(group):
+        if is_grouped(group):
             log.info("skipping %s: grouped convolution", names.get(group[0].dep.target.module))
             continue
         scores = crit(group)
@@ -339,7 +340,7 @@ def prune_model(model: nn.Module, example_inputs: Any, *, criterion: Any = "l2",
                 removed[names.get(root, "?")] = sorted(idxs)
     if hasattr(crit, "reset"):
         crit.reset()
-    result = _finish(model, example_inputs, forward_fn, state, expected, before, removed, t0,
+    result = finish_pruning(model, example_inputs, forward_fn, state, expected, before, removed, t0,
                      getattr(crit, "name", type(crit).__name__))
     log.info("pruned with %s: params %d -> %d, MACs %d -> %d (%.2fx fewer)", result.criterion, result.params_before,
              result.params_after, result.macs_before, result.macs_after, result.macs_reduction)
@@ -355,7 +356,7 @@ def prune_channels(model: nn.Module, example_inputs: Any, removals: dict[str, Se
     t0 = time.perf_counter()
     forward_fn = forward_fn or default_forward_fn(model)
     state = preserved_state(model, buffers=False)
-    before = _Before.of(model, example_inputs, forward_fn)
+    before = Snapshot.of(model, example_inputs, forward_fn)
     expected = _output_shapes(model, example_inputs, forward_fn) if check else None
     graph = build_graph(model, example_inputs, forward_fn)
     modules = dict(model.named_modules())
@@ -380,4 +381,4 @@ def prune_channels(model: nn.Module, example_inputs: Any, removals: dict[str, Se
             if graph.check_pruning_group(group):
                 group.prune()
                 done[name] = idxs
-    return _finish(model, example_inputs, forward_fn, state, expected, before, done, t0, "explicit")
+    return finish_pruning(model, example_inputs, forward_fn, state, expected, before, done, t0, "explicit")

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from medprune.compress._context import CompressContext
+from medprune.compress.context import CompressContext
 from medprune.registry import Registry
 
 __all__ = ["SCHEDULES", "Schedule", "create_schedule", "list_schedules"]
@@ -50,7 +50,7 @@ def _step_ratio(total: float, k: int, steps: int) -> float:
 class OneShot(Schedule):
     """Prune once to the target ratio, then fine-tune (``finetune_epochs`` overrides the config).
 
-    The job behind it (:func:`medprune.compress.job.prune_job`) then judges the result with the
+    The job behind it (:func:`medprune.workflows.prune.prune_job`) then judges the result with the
     safety gate, as it does for every schedule.
     """
 

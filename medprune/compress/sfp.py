@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from medprune.compress._context import CompressContext
+from medprune.compress.context import CompressContext
 from medprune.compress._tp import tp
 
 if TYPE_CHECKING:
@@ -64,13 +64,13 @@ class SFPHook(TrainHook):
         self.round_to = round_to
         self.max_layer_ratio = max_layer_ratio
         from medprune.compress._graph import build_graph
-        from medprune.compress.prune import _grouped, _resolve_protected
+        from medprune.compress.prune import is_grouped, resolve_protected
 
         self.graph = build_graph(model, example_inputs)
-        protected = _resolve_protected(model, self.graph, protect)
+        protected = resolve_protected(model, self.graph, protect)
         roots = (nn.modules.conv._ConvNd, nn.Linear)
         self.groups = [g for g in self.graph.get_all_groups(ignored_layers=list(protected), root_module_types=roots)
-                       if not _grouped(g) and _conv_outs(g)]
+                       if not is_grouped(g) and _conv_outs(g)]
         self.masks: list[list[int]] = [[] for _ in self.groups]
 
     @torch.no_grad()
@@ -118,17 +118,17 @@ def hard_prune_zeroed(model: nn.Module, example_inputs: Any, *, protect: tuple[s
     import time
 
     from medprune.compress._graph import build_graph, default_forward_fn, no_inplace, preserved_state
-    from medprune.compress.prune import _Before, _finish, _resolve_protected
+    from medprune.compress.prune import Snapshot, finish_pruning, resolve_protected
 
     t0 = time.perf_counter()
     forward_fn = default_forward_fn(model)
-    before = _Before.of(model, example_inputs, forward_fn)
+    before = Snapshot.of(model, example_inputs, forward_fn)
     state = preserved_state(model, buffers=False)
     model.eval()
     with torch.no_grad():
         reference = model(example_inputs)
     graph = build_graph(model, example_inputs, forward_fn)
-    protected = _resolve_protected(model, graph, protect)
+    protected = resolve_protected(model, graph, protect)
     names = {m: n for n, m in model.named_modules()}
     plans = []
     for group in graph.get_all_groups(ignored_layers=list(protected), root_module_types=(nn.modules.conv._ConvNd, nn.Linear)):
@@ -164,7 +164,7 @@ def hard_prune_zeroed(model: nn.Module, example_inputs: Any, *, protect: tuple[s
     with torch.no_grad():
         out = model(example_inputs)
     change = max(float((a - b).abs().max()) for a, b in zip(_tensors(reference), _tensors(out)))
-    result = _finish(model, example_inputs, forward_fn, state, None, before, removed, t0, criterion_name)
+    result = finish_pruning(model, example_inputs, forward_fn, state, None, before, removed, t0, criterion_name)
     return result, change
 
 

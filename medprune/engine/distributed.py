@@ -149,8 +149,9 @@ def record_worker_failure(message: str, traceback_text: str | None = None) -> bo
     return True
 
 
-def launch_torchrun(nproc: int, argv: Sequence[str], log_dir: Path | None = None) -> LaunchResult:
-    """Run ``python -m medprune.cli <argv>`` as ``nproc`` local DDP workers (torchrun's launcher).
+def launch_torchrun(nproc: int, module: str, argv: Sequence[str], log_dir: Path | None = None) -> LaunchResult:
+    """Run ``python -m <module> <argv>`` as ``nproc`` local DDP workers (torchrun's launcher); the command
+    line passes its own module, so this layer names none above it.
 
     Uses torch's elastic launcher (what the ``torchrun`` command runs) in this process, so a
     failure arrives as data — each failing rank's exit code and the one-line reason its worker
@@ -175,9 +176,9 @@ def launch_torchrun(nproc: int, argv: Sequence[str], log_dir: Path | None = None
     level = elastic.level
     os.environ.update(env)
     elastic.setLevel(logging.CRITICAL)  # the launcher's own failure report is replaced by ours
-    log.info("launching %d workers: medprune %s", nproc, " ".join(argv))
+    log.info("launching %d workers: python -m %s %s", nproc, module, " ".join(argv))
     try:
-        elastic_launch(config, entrypoint=sys.executable)("-m", "medprune.cli", *argv)
+        elastic_launch(config, entrypoint=sys.executable)("-m", module, *argv)
         return LaunchResult(exit_code=0)
     except ChildFailedError as exc:
         failures = _failures(exc)

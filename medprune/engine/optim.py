@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from medprune.config import OptimConfig
+from medprune.engine.settings import OptimConfig
 
 __all__ = ["build_optimizer", "build_scheduler", "step_scheduler", "LrFactor"]
 

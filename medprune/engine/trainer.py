@@ -1,7 +1,10 @@
-"""The classification trainer: train/validate loop, checkpoints every epoch, exact resume, DDP.
+"""The trainer: train/validate loop, checkpoints every epoch, exact resume, DDP — for any task.
 
 :class:`Trainer` fine-tunes whatever ``nn.Module`` it is handed (a registry model, a pruned one),
-so the compression stages reuse it unchanged. Per epoch it
+so the compression stages reuse it unchanged. It never branches on the kind of problem: the
+:class:`~medprune.tasks.Task` gives the loss, the validation metrics, the class weights and the
+strata of class-balanced sampling. It takes the optimiser and runtime settings, not the whole
+experiment. Per epoch it
 
 1. trains on this rank's shard of an epoch-seeded order (class-balanced if asked),
 2. validates on every validation sample exactly once across ranks and gathers the predictions,
@@ -23,22 +26,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from medprune._io import atomic_write_text
 from medprune._progress import progress_bar
-from medprune.config import ExperimentConfig
+from medprune.data.sampling import EpochSampler, ShardSampler
 from medprune.engine.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from medprune.engine.distributed import DistInfo, all_reduce_sum, broadcast_buffers, gather_objects
 from medprune.engine.optim import build_optimizer, build_scheduler, step_scheduler
-from medprune.data.sampling import EpochSampler, ShardSampler, inverse_frequency_weights
+from medprune.engine.settings import OptimConfig, RuntimeConfig
 from medprune.errors import CheckpointError
-from medprune.metrics import classification_metrics
+from medprune.tasks import Evaluation, Task, first_output
 
-__all__ = ["Trainer", "TrainResult", "Predictions", "predict", "EpochCallback", "TrainHook", "Distillation"]
+__all__ = ["Trainer", "TrainResult", "predict", "EpochCallback", "TrainHook", "Distillation"]
 
 log = logging.getLogger(__name__)
 
@@ -88,21 +90,13 @@ class Distillation:
 
     def loss(self, student_logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            teacher_logits = _logits(self.teacher(x)).float()
+            teacher_logits = first_output(self.teacher(x)).float()
         t = self.temperature
-        return nn.functional.kl_div(nn.functional.log_softmax(student_logits.float() / t, dim=1),
-                                    nn.functional.softmax(teacher_logits / t, dim=1),
-                                    reduction="batchmean") * (t * t)
-
-
-@dataclass
-class Predictions:
-    """Model outputs over a data set, in data-set order."""
-
-    indices: np.ndarray
-    probs: np.ndarray
-    labels: np.ndarray
-    loss: float
+        # KL over the class axis, averaged over everything else: per image for classification
+        # (= "batchmean"), per pixel for segmentation.
+        kl = nn.functional.kl_div(nn.functional.log_softmax(student_logits.float() / t, dim=1),
+                                  nn.functional.softmax(teacher_logits / t, dim=1), reduction="none")
+        return kl.sum(dim=1).mean() * (t * t)
 
 
 @dataclass
@@ -123,47 +117,24 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-def _logits(output: Any) -> torch.Tensor:
-    """Main logits of a model output (Inception's train mode may return ``(logits, aux)``)."""
-    if isinstance(output, (tuple, list)):
-        return output[0]
-    return output
-
-
 @torch.no_grad()
-def predict(model: nn.Module, dataset: Dataset, *, batch_size: int, device: torch.device,
+def predict(model: nn.Module, dataset: Dataset, task: Task, *, batch_size: int, device: torch.device,
             workers: int = 0, dist_info: DistInfo = DistInfo(), amp: bool = False,
-            progress: bool = False, desc: str = "eval") -> Predictions:
-    """Softmax probabilities for every sample of ``dataset``, each sample predicted exactly once.
+            progress: bool = False, desc: str = "eval") -> Evaluation:
+    """The model's outputs over ``dataset`` reduced by ``task``'s evaluator, each item exactly once.
 
-    Under DDP each rank predicts its shard and every rank receives the merged result.
+    Under DDP each rank evaluates its shard and every rank receives the merged result.
     """
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), dist_info.rank,
                         dist_info.world_size), num_workers=workers)
-    idx_parts, prob_parts, label_parts = [], [], []
-    loss_sum = 0.0
-    bar = progress_bar(loader, enabled=progress and dist_info.is_main, desc=desc, leave=False)
-    for x, y, idx in bar:
+    evaluator = task.evaluator()
+    for x, y, idx in progress_bar(loader, enabled=progress and dist_info.is_main, desc=desc, leave=False):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
-            logits = _logits(model(x)).float()
-        loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
-        prob_parts.append(torch.softmax(logits, dim=1).cpu().numpy())
-        label_parts.append(y.cpu().numpy())
-        idx_parts.append(idx.numpy())
-    k = int(getattr(dataset, "num_classes", 0) or (prob_parts[0].shape[1] if prob_parts else 0))
-    local = (np.concatenate(idx_parts) if idx_parts else np.zeros(0, dtype=np.int64),
-             np.concatenate(prob_parts) if prob_parts else np.zeros((0, k), dtype=np.float32),
-             np.concatenate(label_parts) if label_parts else np.zeros(0, dtype=np.int64), loss_sum)
-    parts = gather_objects(local, dist_info)
-    indices = np.concatenate([p[0] for p in parts])
-    order = np.argsort(indices, kind="stable")
-    probs = np.concatenate([p[1] for p in parts])[order]
-    labels = np.concatenate([p[2] for p in parts])[order]
-    total_loss = sum(p[3] for p in parts)
-    return Predictions(indices=indices[order], probs=probs, labels=labels,
-                       loss=total_loss / max(1, len(indices)))
+            output = model(x)
+        evaluator.update(first_output(output).float(), y, idx)
+    return evaluator.merge(gather_objects(evaluator.state(), dist_info))
 
 
 class Trainer:
@@ -171,31 +142,40 @@ class Trainer:
 
     Args:
         model: any ``nn.Module`` returning logits (or ``(logits, aux)`` in train mode).
-        train_set / val_set: datasets yielding ``(image, label, index)``; ``val_set`` must expose
-            ``patient_ids`` for patient-level metrics (optional).
-        config: the experiment config (``optim``, ``runtime``, ``eval`` sections are used).
+        train_set / val_set: datasets yielding ``(image, target, index)``; ``val_set`` may expose
+            ``patient_ids`` for patient-level metrics.
+        task: the :class:`~medprune.tasks.Task`: loss, validation metrics, class weights, strata.
+        optim: optimiser, schedule, early stopping (``optim`` settings).
+        runtime: seed, workers, progress bars (``runtime`` settings).
         run_dir: where ``checkpoints/``, ``metrics.jsonl`` and TensorBoard events go.
         device: where to train.
+        eval_batch_size: validation batch size (default ``optim.batch_size``).
         dist_info: this process's place in a DDP job (single process by default).
         callbacks: called after every epoch, once its checkpoint is on disk.
         model_spec: ``{"name", "kwargs"}`` stored in checkpoints so they can be rebuilt.
         hooks: :class:`TrainHook` objects (extra loss terms, per-step and per-epoch actions).
         distill: distil from a teacher (the unpruned model) while training.
+        record: plain entries every checkpoint carries (the experiment config, input size,
+            classes), so a checkpoint is usable on its own.
     """
 
-    def __init__(self, model: nn.Module, train_set: Dataset, val_set: Dataset, config: ExperimentConfig,
-                 run_dir: str | Path, device: torch.device, *, dist_info: DistInfo = DistInfo(),
+    def __init__(self, model: nn.Module, train_set: Dataset, val_set: Dataset, task: Task, optim: OptimConfig,
+                 runtime: RuntimeConfig, run_dir: str | Path, device: torch.device, *,
+                 eval_batch_size: int | None = None, dist_info: DistInfo = DistInfo(),
                  callbacks: Sequence[EpochCallback] = (), model_spec: dict[str, Any] | None = None,
-                 hooks: Sequence[TrainHook] = (), distill: Distillation | None = None) -> None:
-        self.config = config
-        self.optim_cfg = config.optim
+                 hooks: Sequence[TrainHook] = (), distill: Distillation | None = None,
+                 record: dict[str, Any] | None = None) -> None:
+        self.task = task
+        self.optim_cfg = optim
+        self.runtime = runtime
+        self.eval_batch_size = eval_batch_size or optim.batch_size
+        self.record = dict(record or {})
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.device = device
         self.dist = dist_info
         self.callbacks = list(callbacks)
         self.model_spec = model_spec or getattr(model, "medprune_spec", None)
-        self.classes = list(config.data.classes)
         self.train_set = train_set
         self.val_set = val_set
         self.model = model.to(device)
@@ -207,15 +187,14 @@ class Trainer:
         if dist_info.enabled:
             self.net = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[device.index] if device.type == "cuda" else None)
-        labels = list(getattr(train_set, "labels"))
-        k = len(self.classes)
         balance = self.optim_cfg.class_balance
-        self.class_weights = inverse_frequency_weights(labels, k).to(device) if balance == "weighted_loss" else None
-        self.sampler = EpochSampler(len(train_set), seed=config.runtime.seed,
-                                    labels=labels if balance == "balanced_sampler" else None, num_classes=k,
-                                    rank=dist_info.rank, world_size=dist_info.world_size)
+        self.class_weights = task.class_weights(train_set).to(device) if balance == "weighted_loss" else None
+        self.sampler = EpochSampler(len(train_set), seed=runtime.seed,
+                                    labels=task.balance_labels(train_set) if balance == "balanced_sampler" else None,
+                                    num_classes=task.balance_classes(train_set), rank=dist_info.rank,
+                                    world_size=dist_info.world_size)
         self.train_loader = DataLoader(train_set, batch_size=self.optim_cfg.batch_size, sampler=self.sampler,
-                                       num_workers=config.runtime.workers,
+                                       num_workers=runtime.workers,
                                        # a last batch of one sample breaks BatchNorm in train mode
                                        drop_last=len(self.sampler) % self.optim_cfg.batch_size == 1,
                                        pin_memory=device.type == "cuda",
@@ -250,15 +229,8 @@ class Trainer:
             "bad_epochs": self.bad_epochs,
             "stopped": self.stopped,
             "history": self.history,
-            "config": self.config.to_dict(),
-            **self._model_record(),
+            **self.record,
         }
-
-    def _model_record(self) -> dict[str, Any]:
-        """What the model eats and what its outputs mean, so a checkpoint is usable on its own."""
-        h, w = self.config.data.image_size
-        return {"input_size": [1 if self.config.data.channels == "gray" else 3, int(h), int(w)],
-                "classes": list(self.classes)}
 
     def load_state(self, ckpt: dict[str, Any], source: str | Path) -> None:
         """Restore a state written by :meth:`state`."""
@@ -288,16 +260,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def _loss(self, output: Any, target: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        ce = dict(weight=self.class_weights, label_smoothing=self.optim_cfg.label_smoothing)
-        if isinstance(output, (tuple, list)):
-            loss = nn.functional.cross_entropy(output[0], target, **ce)
-            for aux in output[1:]:
-                loss = loss + self.optim_cfg.aux_weight * nn.functional.cross_entropy(aux, target, **ce)
-        else:
-            loss = nn.functional.cross_entropy(output, target, **ce)
+        loss = self.task.loss(output, target, self.class_weights)
         if self.distill is not None:
             a = self.distill.alpha
-            loss = (1.0 - a) * loss + a * self.distill.loss(_logits(output), x)
+            loss = (1.0 - a) * loss + a * self.distill.loss(first_output(output), x)
         for hook in self.hooks:
             extra = hook.extra_loss(self, output, target)
             if extra is not None:
@@ -311,7 +277,7 @@ class Trainer:
             self.train_set.set_epoch(self.epoch)
         self.net.train()
         loss_sum, count = 0.0, 0
-        bar = progress_bar(self.train_loader, enabled=self.config.runtime.progress and self.dist.is_main,
+        bar = progress_bar(self.train_loader, enabled=self.runtime.progress and self.dist.is_main,
                            desc=f"epoch {self.epoch + 1}/{self.optim_cfg.epochs}", leave=False)
         for x, y, _ in bar:
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
@@ -340,19 +306,78 @@ class Trainer:
         total, n = all_reduce_sum([loss_sum, count], self.dist, self.device)
         return total / max(1.0, n)
 
-    def validate(self) -> tuple[dict[str, Any], Predictions]:
-        """Metrics over the whole validation set (each sample once, gathered across ranks)."""
+    @torch.no_grad()
+    def recalibrate_bn(self) -> None:
+        """Recompute every BatchNorm layer's running statistics over the training set (``optim.bn_recalibration``).
+
+        With few batches per epoch the momentum-0.1 running estimates trail weights that still move
+        fast, and a model validated (and saved) with them can score a validation loss in the hundreds
+        while the same weights with fresh statistics are fine. As ``torch.optim.swa_utils.update_bn``
+        does, each layer's statistics become the equal-weight average over the training batches
+        (under DDP: over this rank's shard, then averaged across ranks by batch count). The model runs
+        in eval mode except its BatchNorm layers, so dropout and train-only branches stay off; layers
+        that forward does not reach (Inception's auxiliary head) keep their statistics, and every
+        layer keeps its momentum and batch counter. Augmentation is seeded per (seed, epoch, index),
+        so no global random state is drawn and resuming stays exact.
+        """
+        bns = [m for m in self.model.modules()
+               if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+        if not bns:
+            return
+        saved = [(m.momentum, m.num_batches_tracked.clone(), m.running_mean.clone(), m.running_var.clone())
+                 for m in bns]
+        sampler = ShardSampler(len(self.train_set), self.dist.rank, self.dist.world_size)
+        batch_size = self.optim_cfg.batch_size
+        loader = DataLoader(self.train_set, batch_size=batch_size, sampler=sampler,
+                            num_workers=self.runtime.workers,
+                            drop_last=len(sampler) % batch_size == 1)  # as in training: no batch of one
+        was_training = self.model.training
+        self.model.eval()
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the batches
+            m.train()
+        counts = [0.0] * len(bns)
+        try:
+            for x, _, _ in loader:
+                with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp):
+                    self.model(x.to(self.device, non_blocking=True))
+            counts = [float(m.num_batches_tracked) for m in bns]
+            if self.dist.enabled:
+                counts = self._average_bn_across_ranks(bns, counts)
+        finally:
+            for m, count, (momentum, batches, mean, var) in zip(bns, counts, saved):
+                if count == 0:  # not reached by the forward, or interrupted: keep the old estimate
+                    m.running_mean.copy_(mean)
+                    m.running_var.copy_(var)
+                m.momentum = momentum
+                m.num_batches_tracked.copy_(batches)
+            self.model.train(was_training)
+
+    def _average_bn_across_ranks(self, bns: list[nn.Module], counts: list[float]) -> list[float]:
+        """Replace each layer's per-rank statistics by their batch-count-weighted mean over ranks."""
+        local = [v for m, c in zip(bns, counts) for v in (torch.cat([m.running_mean, m.running_var]).double() * c).tolist()]
+        summed = all_reduce_sum([*local, *counts], self.dist, self.device)
+        totals, offset = summed[len(local):], 0
+        for m, total in zip(bns, totals):
+            k = m.running_mean.numel()
+            if total > 0:
+                stats = torch.tensor(summed[offset:offset + 2 * k], dtype=torch.float64) / total
+                m.running_mean.copy_(stats[:k])
+                m.running_var.copy_(stats[k:])
+            offset += 2 * k
+        return totals
+
+    def validate(self) -> tuple[dict[str, Any], Evaluation]:
+        """Quick metrics (no intervals) over the whole validation set, each item once across ranks."""
         # The bare model, not the DDP wrapper: shards differ in length, and DDP's forward is a collective.
-        preds = predict(self.model, self.val_set,
-                        batch_size=self.config.eval.batch_size or self.optim_cfg.batch_size, device=self.device,
-                        workers=self.config.runtime.workers, dist_info=self.dist, amp=self.use_amp,
-                        progress=self.config.runtime.progress, desc="validate")
+        evaluation = predict(self.model, self.val_set, self.task, batch_size=self.eval_batch_size, device=self.device,
+                             workers=self.runtime.workers, dist_info=self.dist, amp=self.use_amp,
+                             progress=self.runtime.progress, desc="validate")
         patients = getattr(self.val_set, "patient_ids", None)
-        metrics = classification_metrics(preds.labels, preds.probs, self.classes,
-                                         patient_ids=[patients[i] for i in preds.indices] if patients else None,
-                                         n_bootstrap=0)
-        metrics["loss"] = preds.loss
-        return metrics, preds
+        metrics = self.task.metrics(evaluation, [patients[i] for i in evaluation.indices] if patients else None, None)
+        metrics["loss"] = evaluation.loss
+        return metrics, evaluation
 
     def _improved(self, value: float | None) -> bool:
         if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -388,6 +413,8 @@ class Trainer:
     def _run_epoch(self) -> dict[str, Any]:
         t0 = time.perf_counter()
         train_loss = self.train_one_epoch()
+        if self.optim_cfg.bn_recalibration:
+            self.recalibrate_bn()
         metrics, _ = self.validate()
         value = metrics.get(self.metric)
         step_scheduler(self.scheduler, self.optim_cfg, value, self.maximize)
@@ -405,9 +432,7 @@ class Trainer:
             "lr": self.optimizer.param_groups[0]["lr"],
             "train_loss": train_loss,
             "val_loss": metrics["loss"],
-            **{f"val_{k}": metrics.get(k) for k in ("accuracy", "balanced_accuracy", "worst_class_sensitivity",
-                                                     "macro_f1", "macro_auc")},
-            **{f"val_sensitivity_{c}": (metrics["per_class"][c] or {}).get("sensitivity") for c in self.classes},
+            **self.task.epoch_record(metrics),
             "best_epoch": self.best_epoch,
             "early_stop": self.stopped,
             "seconds": round(time.perf_counter() - t0, 3),
@@ -419,7 +444,7 @@ class Trainer:
                 save_checkpoint(self.ckpt_dir / "best.pt", {
                     "kind": "weights", "epoch": self.epoch, "model": _unwrap(self.model).state_dict(),
                     "model_spec": self.model_spec, "best": {"metric": self.metric, "value": self.best_value},
-                    "config": self.config.to_dict(), **self._model_record()})
+                    **self.record})
             with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
             self._log_tensorboard(record)

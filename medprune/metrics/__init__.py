@@ -26,7 +26,10 @@ from medprune.metrics.segmentation import (
     write_segmentation_predictions_csv,
 )
 
+from medprune.metrics.summary import worst_class
+
 __all__ = [
+    "worst_class",
     "classification_metrics",
     "ClassificationMetrics",
     "small_sample_notes",

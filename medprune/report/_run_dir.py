@@ -433,13 +433,6 @@ def per_class_value(metrics: Mapping[str, Any] | None, cls: str, metric: str) ->
     return number(entry.get(metric)) if isinstance(entry, Mapping) else None
 
 
-def worst_class(metrics: Mapping[str, Any], classes: list[str]) -> str | None:
-    """The class with the lowest sensitivity (first in class order on ties), ``None`` if none is defined."""
-    defined = [(v, i, c) for i, c in enumerate(classes)
-               if (v := per_class_value(metrics, c, "sensitivity")) is not None]
-    return min(defined)[2] if defined else None
-
-
 @dataclass(frozen=True)
 class SmallSample:
     """Which classes, and whether the split, are too small to judge (``metrics.json`` ``small_sample``).

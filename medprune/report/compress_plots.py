@@ -23,15 +23,16 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from medprune.errors import DataError
-from medprune.report.plots import _save
+from medprune.report.plots import save_figure
 
 __all__ = ["plot_kept_channels", "plot_sensitivity_comparison"]
 
 logger = logging.getLogger(__name__)
 
 _MAX_LABEL = 48
-_BASE_COLOUR = "#4c72b0"
-_COMPRESSED_COLOUR = "#dd8452"
+#: Colours of the base and the compressed model in every report figure.
+BASE_COLOUR = "#4c72b0"
+COMPRESSED_COLOUR = "#dd8452"
 
 
 def _short(name: str) -> str:
@@ -80,7 +81,7 @@ def plot_kept_channels(
     ax = fig.add_subplot()
     y = np.arange(n)
     ax.barh(y, original, height=0.8, color="0.85", edgecolor="0.6", linewidth=0.4, label="original")
-    ax.barh(y, remaining, height=0.8, color=_BASE_COLOUR, label="kept")
+    ax.barh(y, remaining, height=0.8, color=BASE_COLOUR, label="kept")
     if n <= 60:
         for i, (before, after) in enumerate(zip(original, remaining)):
             ax.text(before, i, f" {after}/{before}", va="center", ha="left", fontsize=fontsize - 1, color="0.25")
@@ -95,7 +96,7 @@ def plot_kept_channels(
     default = (f"Channels kept per layer: {total_after:,} of {total_before:,} "
                f"({100.0 * total_after / total_before:.1f} %)")
     ax.set_title(title if title is not None else default, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path).path
 
 
 def _value(metrics: Mapping[str, Any], cls: str, metric: str, which: str) -> tuple[float, list[float] | None]:
@@ -152,8 +153,8 @@ def plot_sensitivity_comparison(
     width = 0.38
     x = np.arange(k)
     for ax, metric in zip(axes, metrics):
-        for offset, result, label, colour in ((-width / 2, base, "base", _BASE_COLOUR),
-                                              (width / 2, compressed, "compressed", _COMPRESSED_COLOUR)):
+        for offset, result, label, colour in ((-width / 2, base, "base", BASE_COLOUR),
+                                              (width / 2, compressed, "compressed", COMPRESSED_COLOUR)):
             pairs = [_value(result, c, metric, label) for c in names]
             values = np.array([v for v, _ in pairs])
             shown = np.nan_to_num(values, nan=0.0)
@@ -183,4 +184,4 @@ def plot_sensitivity_comparison(
                     "either result" if not (base.get("ci") or compressed.get("ci"))
                     else "base" if not base.get("ci") else "compressed")
     fig.suptitle(title if title is not None else "Per-class metrics: base vs compressed (95 % CI)", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path).path

@@ -35,6 +35,7 @@ from typing import Any
 from medprune._io import atomic_write_json, atomic_write_text
 from medprune.errors import DataError
 from medprune.metrics.classification import PER_CLASS_METRICS
+from medprune.metrics.summary import worst_class
 from medprune.report._run_dir import (
     Gate,
     RunData,
@@ -45,7 +46,6 @@ from medprune.report._run_dir import (
     number,
     per_class_value,
     small_sample,
-    worst_class,
 )
 from medprune.report._warnings import ReportWarning, collect_warnings
 from medprune.report.curves import OUTLIER_FACTOR, plot_training_curves
@@ -269,7 +269,7 @@ def _summary(data: RunData) -> list[str]:
     text = f"Balanced accuracy went from {_with_ci(ba[0], ba_ci[0])} to {_with_ci(ba[1], ba_ci[1])}"
     sentences.append(text + _judgement(ba[1], ba_ci[0], ba_ci[1], level) + ".")
 
-    worst = worst_class(final.metrics, data.classes)
+    worst = worst_class(final.metrics, classes=data.classes)[0]
     if worst is not None:
         key_ci = f"per_class.{worst}.sensitivity"
         before = per_class_value(base, worst, "sensitivity")
@@ -277,7 +277,7 @@ def _summary(data: RunData) -> list[str]:
         text = (f"The compressed model's worst class is {worst}: its sensitivity went from "
                 f"{_with_ci(before, interval(base, key_ci))} to {_with_ci(after, interval(final.metrics, key_ci))}")
         text += _judgement(after, interval(base, key_ci), interval(final.metrics, key_ci), level)
-        base_worst = worst_class(base, data.classes)
+        base_worst = worst_class(base, classes=data.classes)[0]
         if base_worst is not None and base_worst != worst:
             text += (f" (the base model's worst class was {base_worst}, sensitivity "
                      f"{_f(per_class_value(base, base_worst, 'sensitivity'))})")
@@ -498,7 +498,7 @@ def _tradeoff_points(data: RunData) -> list[TradeoffPoint]:
             continue
         cost = _cost(data, model)
         worst = number(metrics.get("worst_class_sensitivity"))
-        if worst is None and (cls := worst_class(metrics, data.classes)) is not None:
+        if worst is None and (cls := worst_class(metrics, classes=data.classes)[0]) is not None:
             worst = per_class_value(metrics, cls, "sensitivity")
         points.append(TradeoffPoint(
             label=model.label, kind="base" if model.kind == "base" else "stage", macs=cost["macs"],

@@ -113,11 +113,6 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], values: Mapping[str, 
     return Plotted(written, panels, dict(values or {}))
 
 
-def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
-    """Write ``fig`` and return only the path (the figures that predate :class:`Plotted`)."""
-    return save_figure(fig, path).path
-
-
 def plot_confusion_matrix(
     cm: np.ndarray | Sequence[Sequence[int]],
     classes: Sequence[str],
@@ -170,7 +165,7 @@ def plot_confusion_matrix(
     ax.set_ylabel("true class")
     default = "Confusion matrix (row-normalised)" if normalize else "Confusion matrix"
     ax.set_title(title if title is not None else default, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path).path
 
 
 def plot_roc(
@@ -225,7 +220,7 @@ def plot_roc(
     ax.set_title(title if title is not None else "ROC, one-vs-rest", fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(True, linewidth=0.4, alpha=0.5)
-    return _save(fig, path)
+    return save_figure(fig, path).path
 
 
 def _class_column(pred: Predictions, label: str, cls: str, what: str) -> int:

@@ -30,14 +30,14 @@ from matplotlib.figure import Figure
 
 from medprune.errors import DataError
 from medprune.metrics.classification import PER_CLASS_METRICS
-from medprune.report.compress_plots import _BASE_COLOUR, _COMPRESSED_COLOUR, per_class_point
+from medprune.report.compress_plots import BASE_COLOUR, COMPRESSED_COLOUR, per_class_point
 from medprune.report.plots import Plotted, save_figure
 
 __all__ = ["TradeoffPoint", "plot_per_class_metrics", "plot_tradeoff", "plot_latency_and_size", "model_colour"]
 
 # Base and first compressed stage keep the colours of compress_plots; later stages continue the
 # same (seaborn "deep") palette so one model has one colour in every figure of a report.
-_PALETTE = (_BASE_COLOUR, _COMPRESSED_COLOUR, "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
+_PALETTE = (BASE_COLOUR, COMPRESSED_COLOUR, "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
 _SWEEP_COLOUR = "0.55"
 _MIB = 2.0**20
 _METRIC_LABELS = {"sensitivity": "sensitivity", "specificity": "specificity", "ppv": "PPV", "npv": "NPV",

@@ -22,12 +22,12 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from medprune.errors import DataError
-from medprune.report.plots import _save
+from medprune.report.compress_plots import BASE_COLOUR
+from medprune.report.plots import save_figure
 
 __all__ = ["plot_frontier"]
 
 _COLOURS = ("#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd")
-_BASE_COLOUR = "#4c72b0"
 
 
 def _finite(value: Any) -> bool:
@@ -81,9 +81,9 @@ def plot_frontier(sweep: Mapping[str, Any], path: str | os.PathLike[str], title:
             bx = base[key] * scale
             iqr = base.get("ort_iqr_ms") if spread_axis else None
             if iqr is not None and all(_finite(v) for v in iqr):
-                ax.axvspan(iqr[0] * scale, iqr[1] * scale, color=_BASE_COLOUR, alpha=0.12, lw=0)
-            ax.plot([bx], [base["balanced_accuracy"]], "*", ms=14, color=_BASE_COLOUR, label="unpruned: balanced acc.")
-            ax.plot([bx], [base["worst_class_sensitivity"]], "*", ms=14, mfc="white", color=_BASE_COLOUR,
+                ax.axvspan(iqr[0] * scale, iqr[1] * scale, color=BASE_COLOUR, alpha=0.12, lw=0)
+            ax.plot([bx], [base["balanced_accuracy"]], "*", ms=14, color=BASE_COLOUR, label="unpruned: balanced acc.")
+            ax.plot([bx], [base["worst_class_sensitivity"]], "*", ms=14, mfc="white", color=BASE_COLOUR,
                     label="unpruned: worst-class sens.")
         if spread_axis:
             label = _latency_label(sweep.get("distinct_architectures"), has_spread, marked_within)
@@ -95,7 +95,7 @@ def plot_frontier(sweep: Mapping[str, Any], path: str | os.PathLike[str], title:
             ax.legend(fontsize=7, loc="lower right")
     fig.suptitle(title or "Accuracy vs cost (numbers above points: pruning ratio)")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path).path
 
 
 def _latency_label(n_arch: Any, has_spread: bool, marked_within: bool) -> str:

@@ -4,5 +4,6 @@ See ``pipelines/ivoct/README.md`` for what is confirmed and what is our assumpti
 """
 
 from pipelines.ivoct.cccv import ANNOTATION_COLUMNS, FrameRef, discover_frames, index_cccv, read_annotations
+from pipelines.ivoct.commands import PIPELINE
 
-__all__ = ["ANNOTATION_COLUMNS", "FrameRef", "discover_frames", "index_cccv", "read_annotations"]
+__all__ = ["ANNOTATION_COLUMNS", "FrameRef", "discover_frames", "index_cccv", "read_annotations", "PIPELINE"]

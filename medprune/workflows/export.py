@@ -28,15 +28,14 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from medprune.compress.export import ExportResult, export_onnx
-from medprune.compress.gate import GateResult, gate_file, judge_gate
+from medprune.compress.gate import GateResult, gate_file, judge_gate, task_gate
 from medprune.compress.quantize import quantized_layers
 from medprune.compress.serialize import load_model
 from medprune.config import ExperimentConfig
 from medprune.engine.checkpoint import load_checkpoint
-from medprune.engine.trainer import Predictions
 from medprune.errors import ConfigError, DataError
 
-__all__ = ["ExportOutcome", "export_job", "resolve_input_size", "onnx_predictions"]
+__all__ = ["ExportOutcome", "export_job", "resolve_input_size"]
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +128,7 @@ def export_job(
         ConfigError: no input size can be found, or ``int8`` without a config to calibrate on.
         ExportError: a check fails (nothing written for that file).
     """
-    from medprune.config import ExportConfig, QuantizeConfig
+    from medprune.compress.settings import ExportConfig, QuantizeConfig
 
     model_file, out = Path(model_file), Path(out)
     ckpt = load_checkpoint(model_file)
@@ -145,9 +144,10 @@ def export_job(
     notes: list[str] = []
     data = None
     if config is not None:
-        from medprune.engine.jobs import prepare_data
+        from medprune.workflows.data import prepare_data
 
-        data = prepare_data(config, config.run_dir)
+        task = config.build_task()
+        data = prepare_data(config, config.run_dir, task=task)
         checks = _check_batches(config, data)
         check_data = f"{sum(len(b) for b in checks)} {'val' if 'val' in data.datasets else 'train'} images"
         if data.synthetic:
@@ -173,20 +173,15 @@ def export_job(
         notes.append("the ONNX file stores the quantized weights as fp32: it is not smaller than the float model's")
     int8_result, int8_gate = None, None
     if int8:
-        from medprune.compress.calibration import class_balanced_batches
         from medprune.compress.int8 import export_int8
+        from medprune.workflows.helpers import calibration_batches
 
-        cal = qc.calibration or config.compress.calibration
-        if cal.split not in data.datasets:
-            raise DataError(f"{config.source}: the calibration split {cal.split!r} is empty")
-        batches = class_balanced_batches(data.datasets[cal.split], batch_size=cal.batch_size,
-                                         num_batches=cal.batches, seed=cal.seed,
-                                         num_classes=len(config.data.classes))
+        batches = calibration_batches(config, data, task, qc.calibration)
         int8_result = export_int8(model, batches, out.with_suffix(".int8.onnx"), example_inputs=example,
                                   check_inputs=checks,
                                   min_agreement=(int8_min_agreement if int8_min_agreement is not None
                                                  else ec.int8_min_agreement), opset=ec.opset)
-        int8_gate = _int8_gate(model, int8_result.path, config, data)
+        int8_gate = _int8_gate(model, int8_result.path, config, data, task)
         if accept_unsafe:
             int8_gate = int8_gate.accepted()
         kept = gate_file(int8_result.path, int8_gate)
@@ -199,46 +194,17 @@ def export_job(
                          quantized=quantized, int8=int8_result, notes=notes, int8_gate=int8_gate)
 
 
-def onnx_predictions(path: str | Path, dataset: Any, threads: int | None = None) -> Predictions:
-    """Softmax outputs of an ONNX graph on every sample of ``dataset``, run in ONNX Runtime (CPU).
-
-    The counterpart of :func:`medprune.engine.trainer.predict` for exported files (INT8 graphs
-    are judged and evaluated with it), in data-set order.
-    """
-    import numpy as np
-
-    from medprune.compress.export import INPUT_NAME
-    from medprune.compress.latency import ort_session
-
-    session = ort_session(path, threads)
-    loader = DataLoader(dataset, batch_size=1, shuffle=False)
-    probs, labels, indices, loss = [], [], [], 0.0
-    for x, y, idx in loader:
-        logits = session.run(None, {INPUT_NAME: x.numpy()})[0].astype(np.float64)
-        shifted = logits - logits.max(1, keepdims=True)
-        p = np.exp(shifted) / np.exp(shifted).sum(1, keepdims=True)
-        loss -= float(np.log(np.clip(p[np.arange(len(y)), y.numpy()], 1e-12, None)).sum())
-        probs.append(p)
-        labels.append(y.numpy())
-        indices.append(idx.numpy())
-    n = sum(len(i) for i in indices)
-    return Predictions(indices=np.concatenate(indices), probs=np.concatenate(probs),
-                       labels=np.concatenate(labels), loss=loss / max(1, n))
-
-
-def _int8_gate(model: torch.nn.Module, path: Path, config: ExperimentConfig, data: Any) -> GateResult:
-    """The safety gate on per-class validation metrics: the INT8 graph (ONNX Runtime) against the
+def _int8_gate(model: torch.nn.Module, path: Path, config: ExperimentConfig, data: Any, task: Any) -> GateResult:
+    """The safety gate on the task's validation metrics: the INT8 graph (ONNX Runtime) against the
     float model (PyTorch), like pruning — top-1 agreement alone hid a 15-point balanced-accuracy loss."""
-    from medprune.compress.job import validation_metrics
-    from medprune.metrics import classification_metrics
+    from medprune.workflows.helpers import onnx_evaluation, validation_metrics
 
     limit = config.compress.safety.max_worst_class_drop
     if limit is None:
-        return judge_gate({}, {}, None)
+        return judge_gate({}, {}, None, metric=task.gate_metric)
     if "val" not in data.datasets:
-        return GateResult(status="failed", limit=limit, message="no validation split to judge the INT8 model on")
-    val = data.datasets["val"]
-    base = validation_metrics(model, val, config, torch.device("cpu"))
-    preds = onnx_predictions(path, val)
-    int8 = classification_metrics(preds.labels, preds.probs, list(config.data.classes), n_bootstrap=0)
-    return judge_gate(base, int8, limit, what="the INT8 model")
+        return GateResult(status="failed", metric=task.gate_metric, limit=limit,
+                          message="no validation split to judge the INT8 model on")
+    base = validation_metrics(model, data, config, torch.device("cpu"), task)
+    int8 = task.metrics(onnx_evaluation(path, data.datasets["val"], task), None, None)
+    return task_gate(base, int8, limit, task, what="the INT8 model")

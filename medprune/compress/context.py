@@ -74,6 +74,8 @@ class CompressContext:
         calibration_batches: the most calibration batches a data-driven criterion reads.
         run_dir: where schedules write their own records (gates, masks); may be ``None``.
         events: what happened, in order (steps, back-offs); the job writes them to the run directory.
+        task: the :class:`~medprune.tasks.Task`: which validation metric the gate watches
+            (``None``: classification's worst-class sensitivity).
     """
 
     model: nn.Module
@@ -90,6 +92,7 @@ class CompressContext:
     run_dir: Path | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
     baseline: dict[str, Any] | None = None
+    task: Any = None
 
     def event(self, kind: str, **details: Any) -> None:
         """Record (and log) one event of the schedule."""
@@ -128,13 +131,16 @@ class CompressContext:
 
     def judge(self, model: nn.Module) -> Any:
         """The safety gate's :class:`~medprune.compress.gate.GateResult` for ``model`` (``None`` when off)."""
-        from medprune.compress.gate import judge_gate
+        from medprune.compress.gate import judge_gate, task_gate
 
         if not self.gate_enabled():
             return None
         if self.baseline is None:
             raise RuntimeError("the safety gate needs the unpruned baseline: call record_baseline first")
-        return judge_gate(self.baseline, self.evaluate(model), self.max_worst_class_drop, what="the pruned model")
+        if self.task is None:
+            return judge_gate(self.baseline, self.evaluate(model), self.max_worst_class_drop, what="the pruned model")
+        return task_gate(self.baseline, self.evaluate(model), self.max_worst_class_drop, self.task,
+                         what="the pruned model")
 
     def record_baseline(self, model: nn.Module) -> None:
         """Validation metrics of the unpruned model, for the safety gate."""

@@ -25,15 +25,14 @@ interrupted sweep continues; ``force=True`` redoes every setting.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-import shutil
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
-
-import torch
 
 from medprune._io import atomic_write_json
 from medprune.compress.latency import (
@@ -41,15 +40,13 @@ from medprune.compress.latency import (
     LatencyStats,
     architecture_key,
     differs,
-    interleaved_latency,
-    ort_runner,
     speedup_interval,
-    torch_threads,
 )
 from medprune.config import ExperimentConfig
 from medprune.errors import ConfigError
+from medprune.metrics.summary import worst_class
 
-__all__ = ["SweepOutcome", "sweep_job", "compare_latency", "format_sweep", "worst_class", "parse_list"]
+__all__ = ["SweepOutcome", "sweep_job", "compare_latency", "format_sweep", "parse_list"]
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +59,6 @@ class SweepOutcome:
     result: dict[str, Any]
     plot: Path
     seconds: float
-
-
-def worst_class(metrics: dict[str, Any]) -> tuple[str, float]:
-    """The class with the lowest sensitivity and that sensitivity."""
-    per_class = {c: row.get("sensitivity") for c, row in metrics.get("per_class", {}).items()}
-    scored = {c: float(v) for c, v in per_class.items() if v is not None}
-    if not scored:
-        return "", float("nan")
-    name = min(scored, key=scored.__getitem__)
-    return name, scored[name]
 
 
 def parse_list(text: str | None, kind: type, what: str) -> list[Any]:
@@ -139,20 +126,18 @@ def compare_latency(base: dict[str, Any], points: Sequence[dict[str, Any]],
     return [{"key": key, "models": models, "ort": stats[key].to_dict()} for key, models in members.items()]
 
 
-def _point_settings(config: ExperimentConfig) -> dict[str, Any]:
-    from medprune.run import stage_settings
-
-    return {**stage_settings(config, "train"), **stage_settings(config, "prune")}
-
-
 def sweep_job(config: ExperimentConfig, *, ratios: Sequence[float] = (), criteria: Sequence[str] = (),
               force: bool = False, out_dir: str | Path | None = None) -> SweepOutcome:
-    """Prune the config's trained model at every (criterion, ratio); evaluate, time and plot the frontier."""
-    from medprune.compress.job import example_batch, load_trained_model, prune_job
-    from medprune.compress.export import export_onnx
-    from medprune.engine.jobs import prepare_data
+    """Prune the config's trained model at every (criterion, ratio); evaluate, time and plot the frontier.
+
+    Each setting is the run's prune stage placed in its own folder and driven by the same
+    :class:`~medprune.workflows.stages.Runner` as ``medprune run``: reused when its settings (and
+    the training's) are the ones it ran with, redone otherwise or with ``force``.
+    """
     from medprune.report.sweep_plots import plot_frontier
-    from medprune.run import _base_checkpoint, replace_compress, run_job
+    from medprune.workflows.helpers import example_batch, load_model_file
+    from medprune.workflows.run import STAGES, RunContext, base_checkpoint, replace_compress, run_job, train_chain
+    from medprune.workflows.stages import Runner
 
     t0 = time.perf_counter()
     ratios = list(dict.fromkeys(ratios)) or [config.compress.ratio]  # a repeated setting is one point
@@ -170,28 +155,19 @@ def sweep_job(config: ExperimentConfig, *, ratios: Sequence[float] = (), criteri
     run_dir = config.run_dir
     out = Path(out_dir) if out_dir is not None else run_dir / "sweep"
     out.mkdir(parents=True, exist_ok=True)
-    checkpoint = _base_checkpoint(run_dir)
+    checkpoint = base_checkpoint(run_dir)
     base_metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    prune_stage = next(s for s in STAGES if s.name == "prune")
 
     points: list[dict[str, Any]] = []
     for crit, r, cfg in settings:
         folder = out / _tag(crit, r)
-        marker = folder / "sweep_point.json"
-        wanted = _point_settings(cfg)
-        done = marker.is_file() and (folder / "prune_summary.json").is_file() and not force
-        if done:
-            try:
-                done = json.loads(marker.read_text(encoding="utf-8")).get("settings") == json.loads(
-                    json.dumps(wanted, default=str))
-            except (OSError, ValueError):
-                done = False
-        if done:
-            log.info("sweep: reusing %s", folder)
-        else:
-            log.info("sweep: %s at ratio %.2f", crit, r)
-            shutil.rmtree(folder, ignore_errors=True)
-            prune_job(cfg, checkpoint, folder)
-            atomic_write_json(marker, {"settings": json.loads(json.dumps(wanted, default=str))})
+        stage = dataclasses.replace(prune_stage, folder=os.path.relpath(folder, run_dir), gated=False)
+        ctx = RunContext(cfg)
+        ctx.runner = Runner([stage], folder / "sweep_point.json", ctx, force=["prune"] if force else [],
+                            chain=train_chain(cfg))
+        folder.mkdir(parents=True, exist_ok=True)
+        ctx.runner.run(stage)
         summary = json.loads((folder / "prune_summary.json").read_text(encoding="utf-8"))
         metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
         worst, sens = worst_class(metrics)
@@ -204,24 +180,25 @@ def sweep_job(config: ExperimentConfig, *, ratios: Sequence[float] = (), criteri
 
     # Latency: one ONNX Runtime CPU timing per distinct architecture, interleaved so the machine's
     # drift hits all alike; points of one architecture share its timing.
-    data = prepare_data(config, run_dir)
-    example = example_batch(data.datasets["val" if "val" in data.datasets else "train"], 1)
+    from medprune.compress.export import export_onnx
+    from medprune.compress.latency import bench_models
+
+    example = example_batch(ctx.data().datasets["val" if "val" in ctx.data().datasets else "train"], 1)
     bc = config.bench
-    threads = bc.threads or torch.get_num_threads()
-    base_model = load_trained_model(config, checkpoint, torch.device("cpu")).eval()
+    base_model = load_model_file(checkpoint, config)
     base_key = architecture_key(base_model)
     onnx = {base_key: export_onnx(base_model, example, out / "base.onnx").path}
     for p in points:
         # a point that failed its safety gate is still a point of the frontier: timed and drawn, marked
-        model = load_trained_model(config, run_dir / p["dir"] / p["model_file"], torch.device("cpu")).eval()
+        model = load_model_file(run_dir / p["dir"] / p["model_file"], config)
         p["architecture"] = architecture_key(model)
         path = export_onnx(model, example, run_dir / p["dir"] / "model.onnx").path
         onnx.setdefault(p["architecture"], path)
     log.info("sweep: timing %d distinct architecture(s) for the base and %d setting(s)", len(onnx), len(points))
-    x = example.repeat(bc.batch, 1, 1, 1)
-    with torch_threads(threads):
-        stats = interleaved_latency({k: ort_runner(v, x, threads) for k, v in onnx.items()},
-                                    rounds=bc.rounds, per_round=bc.per_round)
+    timed = bench_models({}, onnx, example, batch=bc.batch, threads=bc.threads, rounds=bc.rounds,
+                         per_round=bc.per_round, base=base_key)
+    threads = timed.threads
+    stats = {key: entry.latency_ms["onnxruntime"] for key, entry in timed.models.items()}
     worst, sens = worst_class(base_metrics)
     base_summary = next((json.loads((run_dir / p["dir"] / "prune_summary.json").read_text(encoding="utf-8"))
                          for p in points), {})
