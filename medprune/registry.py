@@ -41,14 +41,32 @@ class Registry:
         self.kind = kind
         self._entries: dict[str, Callable[..., Any]] = {}
 
-    def register(self, name: str | None = None) -> Callable[[F], F]:
-        """Decorator registering ``fn`` under ``name`` (default: the function's ``__name__``)."""
+    def register(self, name: str | F | None = None) -> Any:
+        """Register a class or function — the one way every registry is filled.
 
-        def decorator(fn: F) -> F:
-            self.add(name or fn.__name__, fn)
-            return fn
+        ``@REG.register`` takes the name from the object: a class's ``name`` attribute (criteria,
+        schedules, tasks), else its ``__name__``; ``@REG.register("max")`` names it explicitly
+        (a class whose ``name`` says otherwise is refused, so the two cannot drift apart).
+        """
+        if name is not None and not isinstance(name, str):  # used bare: @REG.register
+            obj = name
+            self.add(self.name_of(obj), obj)
+            return obj
+
+        def decorator(obj: F) -> F:
+            own = self.name_of(obj)
+            if name is not None and isinstance(obj, type) and getattr(obj, "name", None) and own != name:
+                raise RegistryError(f"{self.kind} {obj.__name__} is named {own!r} but registered as {name!r}")
+            self.add(name or own, obj)
+            return obj
 
         return decorator
+
+    @staticmethod
+    def name_of(obj: Any) -> str:
+        """The name an object registers under: a class's ``name`` attribute, else ``__name__``."""
+        own = getattr(obj, "name", None) if isinstance(obj, type) else None
+        return str(own or obj.__name__)
 
     def add(self, name: str, fn: Callable[..., Any]) -> None:
         """Register ``fn`` under ``name``; a name may be registered once only."""

@@ -219,7 +219,7 @@ def _check_options(**options: Any) -> None:
             raise ConfigError(f"schedule 'bpcp': {key} must be {kind} >= {minimum}, got {value!r}")
 
 
-@SCHEDULES.register("bpcp")
+@SCHEDULES.register
 class BPCP(Schedule):
     """BPCP: learn Bernoulli block gates, remove the blocks that switch off, prune channels, fine-tune.
 

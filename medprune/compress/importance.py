@@ -252,11 +252,6 @@ def _batches(batches: Iterable[Any], device: torch.device, max_batches: int | No
                            "(e.g. class_balanced_batches(dataset, batch_size=..., num_batches=...)())")
 
 
-def _register(cls: type[Criterion]) -> type[Criterion]:
-    CRITERIA.add(cls.name, cls)
-    return cls
-
-
 def create_criterion(name: str, **options: Any) -> Criterion:
     """Build the criterion registered as ``name``; unknown names suggest close matches."""
     return CRITERIA.create(name, **options)
@@ -268,7 +263,7 @@ def list_criteria() -> list[str]:
 
 
 # ====================================================================== data-free, weight based
-@_register
+@CRITERIA.register
 class L1(Criterion):
     """L1 norm of each output filter's weights (Li et al. 2017). Data-free; *confirmed* method."""
 
@@ -278,7 +273,7 @@ class L1(Criterion):
         return _stats.weight_rows(module).abs().sum(1)
 
 
-@_register
+@CRITERIA.register
 class L2(Criterion):
     """L2 norm of each output filter's weights (the Soft Filter Pruning ranking). Data-free."""
 
@@ -288,7 +283,7 @@ class L2(Criterion):
         return _stats.weight_rows(module).norm(dim=1)
 
 
-@_register
+@CRITERIA.register
 class FPGM(Criterion):
     """Filter pruning via geometric median (He et al., CVPR 2019). Data-free; *confirmed*.
 
@@ -334,7 +329,7 @@ class _NormCriterion(Criterion):
         return scores
 
 
-@_register
+@CRITERIA.register
 class BNScale(_NormCriterion):
     """|γ| of BatchNorm or InstanceNorm (network slimming, Liu et al. 2017; BPCP's channel score). Data-free.
 
@@ -347,7 +342,7 @@ class BNScale(_NormCriterion):
         return module.weight.detach().to("cpu", torch.float64).abs()
 
 
-@_register
+@CRITERIA.register
 class BNExpectation(_NormCriterion):
     """Expected post-ReLU activation from BatchNorm/InstanceNorm parameters (Oh et al., WACV 2022). Data-free.
 
@@ -380,7 +375,7 @@ class BNExpectation(_NormCriterion):
 
 
 # ====================================================================== gradient based
-@_register
+@CRITERIA.register
 class Taylor(Criterion):
     """First-order Taylor importance (Molchanov et al., CVPR 2019), normalisation layers included.
 
@@ -648,7 +643,7 @@ def _independence(module: nn.Module, state: dict[str, Any] | None, data_free: bo
     return 1.0 - _stats.offdiag_abs_mean(corr)
 
 
-@_register
+@CRITERIA.register
 class InfoCapacity(_ActivationCriterion):
     """Information capacity (Tang et al., arXiv 2303.03645), min-max normalised per layer.
 
@@ -682,7 +677,7 @@ class InfoCapacity(_ActivationCriterion):
         return _stats.minmax(_capacity(module, self._state.get(module), self.bins, self.data_free))
 
 
-@_register
+@CRITERIA.register
 class InfoIndependence(_ActivationCriterion):
     """Information independence (Tang et al.), min-max normalised per layer.
 
@@ -708,7 +703,7 @@ class InfoIndependence(_ActivationCriterion):
         return _stats.minmax(_independence(module, self._state.get(module), self.data_free))
 
 
-@_register
+@CRITERIA.register
 class CapacityIndependence(_ActivationCriterion):
     """Tang et al.'s fusion: minmax(capacity) + λ·minmax(independence) within each layer.
 
@@ -736,7 +731,7 @@ class CapacityIndependence(_ActivationCriterion):
         return _stats.minmax(cap) + self.lam * _stats.minmax(ind)
 
 
-@_register
+@CRITERIA.register
 class BetaRank(_ActivationCriterion):
     """Beta-Rank (Homayounfar et al., arXiv 2304.07461): L1(w_i)·β_i, min-max normalised per layer.
 

@@ -46,7 +46,7 @@ def _step_ratio(total: float, k: int, steps: int) -> float:
     return 1.0 - (1.0 - after) / (1.0 - before)
 
 
-@SCHEDULES.register("oneshot")
+@SCHEDULES.register
 class OneShot(Schedule):
     """Prune once to the target ratio, then fine-tune (``finetune_epochs`` overrides the config).
 
@@ -69,7 +69,7 @@ class OneShot(Schedule):
         return ctx.run_finetune(result.model, epochs, (), "finetune")
 
 
-@SCHEDULES.register("iterative")
+@SCHEDULES.register
 class Iterative(Schedule):
     """Prune in ``steps`` equal steps (of the original widths), fine-tuning after each.
 

@@ -194,7 +194,7 @@ def _fold(layer: nn.Module, x: torch.Tensor, idxs: list[int]) -> None:
     layer.bias.add_(delta)
 
 
-@SCHEDULES.register("sfp")
+@SCHEDULES.register
 class SoftFilterPruning(Schedule):
     """SFP: ``epochs`` of training with filters zeroed (and free to regrow) after each epoch, then removal.
 

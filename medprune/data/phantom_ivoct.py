@@ -421,4 +421,4 @@ def _write_annotations(path: Path, annotations: list[tuple[str, int, str, float,
     atomic_write_text(path, buffer.getvalue())
 
 
-PHANTOMS.add("ivoct", make_ivoct_phantom)
+PHANTOMS.register("ivoct")(make_ivoct_phantom)

@@ -241,5 +241,5 @@ def make_thermography_phantom(
     return manifest
 
 
-PHANTOMS.add("thermography", make_thermography_phantom)
+PHANTOMS.register("thermography")(make_thermography_phantom)
 from medprune.data import phantom_ivoct  # noqa: E402,F401  registers "ivoct"; it imports PHANTOMS, so last

@@ -72,7 +72,7 @@ def register_model(name: str, *, min_input_size: tuple[int, int] | Callable[[dic
     multiple = input_multiple if callable(input_multiple) else (lambda kwargs, m=input_multiple: m)
 
     def decorator(fn: Any) -> Any:
-        MODELS.add(name, fn)
+        MODELS.register(name)(fn)
         _MIN_SIZES[name] = rule  # type: ignore[assignment]
         _TASKS[name] = task
         _MULTIPLES[name] = multiple
