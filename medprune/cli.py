@@ -187,6 +187,31 @@ def run_cmd(
 
 
 @app.command()
+def predict(
+    target: Path = typer.Argument(..., help="An experiment YAML (its run's final model) or a model file."),
+    overrides: Optional[list[str]] = OverridesArg,
+    inputs: list[Path] = typer.Option(..., "--input", help="An image file to predict (PNG/JPEG/TIFF/NPY/DMR .txt/"
+                                      "DICOM); repeatable."),
+    out: Path = typer.Option(..., "--out", help="Folder for predictions.json and the per-image files."),
+) -> None:
+    """Run a trained or compressed model on files you point to: probabilities (classification), masks and
+    overlays (segmentation), and predictions.json for the batch."""
+    from medprune.workflows.predict import predict_job
+
+    outcome = predict_job(target, inputs, out, overrides=overrides or [])
+    for record in outcome.records:
+        if "prediction" in record:
+            typer.echo(f"{record['input']}: {record['prediction']} "
+                       + ", ".join(f"{c} {p:.3f}" for c, p in record["probabilities"].items()))
+        else:
+            typer.echo(f"{record['input']}: " + ", ".join(f"{c} {f:.1%}" for c, f in record["fraction"].items())
+                       + (f"; files: {', '.join(record['files'])}" if record.get("files") else ""))
+    threshold = (outcome.calibration or {}).get("threshold")
+    typer.echo(f"model: {outcome.model_file}" + (f"; background threshold {threshold:.2f}" if threshold else ""))
+    typer.echo(f"predictions: {outcome.json_path}")
+
+
+@app.command()
 def sweep(
     config: Path = typer.Argument(..., help="Experiment YAML; its model is trained once (or reused)."),
     overrides: Optional[list[str]] = OverridesArg,
@@ -210,32 +235,55 @@ def sweep(
 
 
 def _run_summary(run_dir: Path) -> None:
-    """Base vs compressed headline from the run directory's files."""
+    """Base vs compressed headline from the run directory's files (``run.json`` as a RunRecord,
+    ``bench.json`` as a BenchResult), in the run's task's metrics."""
     import json
 
-    def load(path: Path) -> dict:
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    from medprune.compress.latency import BenchResult
+    from medprune.report import HeadlineMetrics, sentence_label
+    from medprune.report.records import RUN_RECORD, read_run_record
+    from medprune.tasks import task_class
 
-    record = load(run_dir / "run.json")
+    def load(path: Path) -> dict | None:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    record = read_run_record(run_dir / RUN_RECORD)
     base = load(run_dir / "metrics.json")
-    final = record.get("final")
-    comp = load(run_dir / final / "metrics.json") if final else {}
-    bench_result = load(run_dir / "bench.json")
-    if base.get("synthetic_data"):
+    final = record.final if record is not None else None
+    comp = load(run_dir / final / "metrics.json") if final and final != "base" else None
+    bench_data = load(run_dir / "bench.json")
+    bench_result = BenchResult.from_dict(bench_data) if bench_data is not None else None
+    task = task_class(record.task if record is not None else str((base or {}).get("task") or "classification"))
+    lead = HeadlineMetrics.of(task)
+
+    def number(metrics: dict, key: str) -> str:
+        value = metrics.get(key)
+        return "n/a" if value is None else f"{value:.3f}"
+
+    def line(metrics: dict) -> str:
+        word, key = sentence_label(lead.per_class, task), lead.per_class.key
+        per_class = ", ".join(f"{c} {r[key]:.3f}" for c, r in metrics["per_class"].items() if r.get(key) is not None)
+        return "; ".join([*(f"{sentence_label(s, task)} {number(metrics, s.key)}" for s in (lead.score, lead.gate)),
+                          f"{word} {per_class}"])
+
+    if (base or {}).get("synthetic_data"):
         typer.echo("SYNTHETIC phantom data: these numbers describe the phantom, not clinical performance")
     if base:
-        typer.echo(f"base:       balanced accuracy {base['balanced_accuracy']:.3f}; sensitivity "
-                   + ", ".join(f"{c} {r['sensitivity']:.3f}" for c, r in base["per_class"].items()
-                               if r.get("sensitivity") is not None))
+        typer.echo(f"base:       {line(base)}")
     if comp:
-        typer.echo(f"compressed: balanced accuracy {comp['balanced_accuracy']:.3f}; sensitivity "
-                   + ", ".join(f"{c} {r['sensitivity']:.3f}" for c, r in comp["per_class"].items()
-                               if r.get("sensitivity") is not None))
-    for key, s in (bench_result.get("speedup") or {}).items():
-        models = bench_result["models"]
-        typer.echo(f"{key}: {models['base']['macs'] / max(1, models[key]['macs']):.2f}x fewer MACs, "
-                   f"{s['onnxruntime']:.2f}x faster on ONNX Runtime CPU, {s['torch']:.2f}x on PyTorch "
-                   f"({bench_result['threads']} threads, batch {bench_result['batch']})")
+        typer.echo(f"compressed: {line(comp)}")
+        if base:
+            typer.echo(f"headline:   {sentence_label(lead.gate, task)} {number(base, lead.gate.key)} → "
+                       f"{number(comp, lead.gate.key)}")
+    if bench_result is None or bench_result.base not in bench_result.models:
+        return
+    base_macs = bench_result.models[bench_result.base].macs
+    for key, speedup in bench_result.speedup.items():
+        macs = bench_result.models[key].macs
+        parts = [f"{base_macs / max(1, macs):.2f}x fewer MACs"] if base_macs and macs else []
+        parts += [f"{speedup[rt]:.2f}x {where}" for rt, where in (("onnxruntime", "faster on ONNX Runtime CPU"),
+                                                                  ("torch", "on PyTorch")) if rt in speedup]
+        typer.echo(f"{key}: {', '.join(parts)} ({bench_result.threads} threads, batch {bench_result.batch})")
 
 
 @app.command()
@@ -394,7 +442,14 @@ _add_pipeline_commands()
 
 
 def _summary(metrics: dict, where: Path) -> None:
-    """Print the headline numbers: balanced accuracy and per-class sensitivity with CIs."""
+    """Print the headline numbers of an evaluation in its task's metrics, with CIs: the headline and
+    gate metrics (balanced accuracy and worst-class sensitivity; mean and worst-class Dice), then per
+    class the task's first two per-class metrics (sensitivity and specificity; Dice and HD95)."""
+    from medprune.report import HeadlineMetrics, sentence_label
+    from medprune.tasks import task_class
+
+    task = task_class(str(metrics.get("task") or "classification"))
+    lead = HeadlineMetrics.of(task)
     ci = metrics.get("ci", {})
 
     def fmt(key: str, value: float | None) -> str:
@@ -406,10 +461,12 @@ def _summary(metrics: dict, where: Path) -> None:
     synthetic = " (SYNTHETIC phantom data, not clinical performance)" if metrics.get("synthetic_data") else ""
     typer.echo(f"{metrics.get('split', 'eval')} split, {metrics.get('n_samples')} images / "
                f"{metrics.get('n_patients')} patients{synthetic}")
-    typer.echo(f"  balanced accuracy  {fmt('balanced_accuracy', metrics.get('balanced_accuracy'))}")
+    for spec in dict.fromkeys((lead.score, lead.gate)):
+        typer.echo(f"  {sentence_label(spec, task):<24} {fmt(spec.key, metrics.get(spec.key))}")
     for cls, row in metrics.get("per_class", {}).items():
-        typer.echo(f"  {cls:<12} sensitivity {fmt(f'per_class.{cls}.sensitivity', row.get('sensitivity'))}"
-                   f"  specificity {fmt(f'per_class.{cls}.specificity', row.get('specificity'))}")
+        cells = [f"{sentence_label(s, task)} {fmt(f'per_class.{cls}.{s.key}', row.get(s.key))}"
+                 for s in task.per_class_metrics[:2]]
+        typer.echo(f"  {cls:<12} " + "  ".join(cells))
     typer.echo(f"metrics: {Path(where) / 'metrics.json'}")
 
 

@@ -55,17 +55,12 @@ __all__ = [
     "ExportConfig",
     "BenchConfig",
     "ExperimentConfig",
-    "EARLY_STOPPING_METRICS",
     "load_config",
     "config_from_dict",
     "apply_overrides",
     "save_config",
     "check_sources",
 ]
-
-#: Metrics a classification run can select the best epoch by (each task has its own:
-#: ``medprune.tasks.task_class(name).selection_metrics``); "loss" is minimised, the rest maximised.
-EARLY_STOPPING_METRICS = ("balanced_accuracy", "worst_class_sensitivity", "macro_f1", "macro_auc", "accuracy", "loss")
 
 
 @dataclass

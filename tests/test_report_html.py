@@ -25,6 +25,7 @@ from medprune.report import (
     write_report,
 )
 from medprune.report.run_plots import _frontier
+from medprune.tasks import ClassificationTask
 
 TWO = ["healthy", "sick"]
 THREE = ["normal", "benign", "malignant <grade 3>"]  # angle brackets: the report must escape them
@@ -70,8 +71,9 @@ def _write(path: Path, obj: object) -> None:
 
 
 def _latency(median: float) -> dict:
+    """A bench.json latency record (``LatencyStats.to_dict``: every field, the spread included)."""
     return {"median_ms": median, "mean_ms": median * 1.05, "min_ms": median * 0.9, "p10_ms": median * 0.95,
-            "p90_ms": median * 1.2, "n": 7}
+            "p90_ms": median * 1.2, "n": 7, "q1_ms": median * 0.97, "q3_ms": median * 1.1, "max_ms": median * 1.3}
 
 
 def _make_run(root: Path, classes: list[str], *, synthetic: bool = True) -> Path:
@@ -108,7 +110,8 @@ def _make_run(root: Path, classes: list[str], *, synthetic: bool = True) -> Path
                  "seconds": 0.4},
         "int8": {"path": "export/model_int8.onnx", "max_abs_diff": 0.02, "max_rel_diff": 0.05, "passed": True,
                  "seconds": 0.8, "top1_agreement": 0.975}})
-    # Medians give a speed-up of 2.40×; bench.json records 2.30× (its paired estimate), which wins.
+    # Speed-ups are BenchResult.speedup, the ratio of the medians (12 / 5 = 2.40×), whatever a stale
+    # "speedup" key says.
     _write(root / "bench.json", {
         "input_size": [1, 40, 40], "batch": 1, "threads": 2, "method": "median of per-round minima",
         "machine": {"processor": "Test CPU 9000", "cpu_count": 2}, "versions": {"torch": "2.x", "onnxruntime": "1.x"},
@@ -161,8 +164,8 @@ def test_summary_numbers_come_from_the_run_files(full_run) -> None:
     base = json.loads((root / "metrics.json").read_text())
     pruned = json.loads((root / "compressed" / "metrics.json").read_text())
     summary = text[text.index('class="summary"'):text.index("</div>", text.index('class="summary"'))]
-    # 2.30× is bench.json's recorded speed-up (the medians alone would give 2.40×).
-    assert ("The final compressed model, pruned (taylor, ratio 0.50), is 2.30× faster on this CPU (Test CPU 9000; "
+    # 2.40× is BenchResult.speedup (12 ms / 5 ms), not the stale 2.30× bench.json's "speedup" key holds.
+    assert ("The final compressed model, pruned (taylor, ratio 0.50), is 2.40× faster on this CPU (Test CPU 9000; "
             "ONNX Runtime, 12 ms → 5 ms per image; PyTorch 2.00× faster)") in summary
     assert "3.08× smaller (1.14 MiB → 0.372 MiB)" in summary  # 1.2e6 / 3.9e5 bytes
     assert "4.00× fewer MACs (8 M → 2 M)" in summary
@@ -193,7 +196,7 @@ def test_banner_table_and_provenance(full_run) -> None:
     expected = 0
     for folder in ("compressed", "quantized"):
         m = json.loads((root / folder / "metrics.json").read_text())
-        rows = [(m[k], base["ci"][k]) for k in ("balanced_accuracy", "macro_f1", "worst_class_sensitivity", "ece")]
+        rows = [(m[s.key], base["ci"][s.key]) for s in ClassificationTask.summary_metrics]
         rows += [(m["per_class"][c][q], base["ci"][f"per_class.{c}.{q}"]) for c in classes for q in PER_CLASS_METRICS]
         expected += sum(v is not None and c is not None and v < c[0] for v, c in rows)
     assert text.count("▼") == expected + 1 and expected > 0

@@ -49,7 +49,8 @@ def test_run_writes_every_stage(finished):
     run_dir = outcome.run_dir
     assert list(outcome.stages) == STAGE_NAMES
     assert {k: s["status"] for k, s in outcome.stages.items()} == {
-        "train": "done", "pool": "not_applicable", "prune": "done", "quantize": "not_applicable", "export": "done",
+        "train": "done", "pool": "not_applicable", "prune": "done", "quantize": "not_applicable",
+        "calibrate": "not_applicable", "export": "done",
         "bench": "done", "report": "done"}
     assert outcome.final == "prune"
     for name in ("metrics.json", "checkpoints/best.pt", "compressed/model.pt", "compressed/metrics.json",

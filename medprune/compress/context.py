@@ -117,16 +117,16 @@ class CompressContext:
         return self.max_worst_class_drop is not None and self.evaluate is not None
 
     def check_safety(self, model: nn.Module, step: str) -> bool:
-        """Compare ``model``'s validation worst-class sensitivity with the unpruned baseline.
+        """Compare ``model``'s validation gate metric (the task's: worst-class sensitivity, Dice) with the
+        unpruned baseline.
 
         Records a ``safety_gate`` event; returns ``True`` when the drop stays within the limit.
         """
         gate = self.judge(model)
         if gate is None:
             return True
-        self.event("safety_gate", step=step, baseline_worst_class_sensitivity=gate.baseline,
-                   worst_class_sensitivity=gate.value, drop=gate.drop, limit=gate.limit,
-                   passed=gate.status == "passed", warnings=gate.warnings)
+        self.event("safety_gate", step=step, metric=gate.metric, baseline=gate.baseline, value=gate.value,
+                   drop=gate.drop, limit=gate.limit, passed=gate.status == "passed", warnings=gate.warnings)
         return gate.status == "passed"
 
     def judge(self, model: nn.Module) -> Any:
@@ -146,8 +146,9 @@ class CompressContext:
         """Validation metrics of the unpruned model, for the safety gate."""
         if self.gate_enabled() and self.baseline is None:
             self.baseline = self.evaluate(model)
-            self.event("baseline", worst_class_sensitivity=self.baseline.get("worst_class_sensitivity"),
-                       balanced_accuracy=self.baseline.get("balanced_accuracy"))
+            watched = dict.fromkeys([self.task.gate_metric, *self.task.selection_metrics] if self.task is not None
+                                    else ["worst_class_sensitivity", "balanced_accuracy"])
+            self.event("baseline", **{key: self.baseline.get(key) for key in watched if key != "loss"})
 
     def run_finetune(self, model: nn.Module, epochs: int, hooks: Sequence[Any] = (), tag: str = "finetune") -> nn.Module:
         """Fine-tune through the injected trainer, or return the model unchanged when none is set."""

@@ -25,7 +25,7 @@ from medprune.data.augment import (
     check_mask_interpolation,
     validate_augmentation,
 )
-from medprune.data.dataset import ClassificationDataset, ManifestDataset, augmentation_seed
+from medprune.data.dataset import ClassificationDataset, ImageDataset, ManifestDataset, augmentation_seed
 from medprune.data.manifest import (
     REQUIRED_COLUMNS,
     SPLITS,
@@ -63,6 +63,7 @@ __all__ = [
     "SUPPORTED_SUFFIXES",
     "BadSample",
     "ClassificationDataset",
+    "ImageDataset",
     "ManifestDataset",
     "MaskValues",
     "ReaderOptions",

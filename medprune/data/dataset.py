@@ -29,7 +29,7 @@ from medprune.data.manifest import Sample, read_row_image
 from medprune.data.readers import ReaderOptions, SampleReadError, to_channels
 from medprune.errors import ConfigError, DataError
 
-__all__ = ["ClassificationDataset", "ManifestDataset", "augmentation_seed"]
+__all__ = ["ClassificationDataset", "ImageDataset", "ManifestDataset", "augmentation_seed"]
 
 logger = logging.getLogger(__name__)
 
@@ -234,3 +234,27 @@ class ClassificationDataset(ManifestDataset):
         self._check_index(index)
         img, _ = self._augment(index, self.load(index))
         return self._to_tensor(img), self._labels[index], index
+
+
+class ImageDataset(ManifestDataset):
+    """Images without labels → ``(image (C, H, W) float32, 0, item index)``: what a deployed model is fed.
+
+    ``medprune predict`` reads the files a user points to through this class, so they pass the
+    same readers, the same resizing and the same normalisation as the images the model was
+    trained and evaluated on (no augmentation). ``paths`` are the image files.
+    """
+
+    def __init__(self, paths: Sequence[str | Path], image_size: tuple[int, int], channels: Literal["gray", "color"],
+                 options: ReaderOptions | None = None, colormap: str = "inferno",
+                 mean: float | Sequence[float] = 0.5, std: float | Sequence[float] = 0.25) -> None:
+        samples = [Sample(path=Path(p).resolve(), label="", patient_id=Path(p).stem, split=None, row=i + 1)
+                   for i, p in enumerate(paths)]
+        super().__init__(samples, image_size, channels, options, None, colormap, mean, std, 0)
+
+    def load(self, index: int) -> np.ndarray:
+        """Item ``index`` as ``(H, W, C)`` float32 in [0, 1], resized."""
+        return self._prepare(self._read_raw(index))
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        self._check_index(index)
+        return self._to_tensor(self.load(index)), 0, index

@@ -40,11 +40,17 @@ def patient_labels(samples: Iterable[Sample]) -> dict[str, str]:
     for sample in samples:
         counts[sample.patient_id][sample.label] += 1
     labels: dict[str, str] = {}
+    mixed = []
     for patient, counter in counts.items():
         best = max(counter.values())
         labels[patient] = min(label for label, n in counter.items() if n == best)
         if len(counter) > 1:
-            logger.warning("patient %s has mixed labels %s; using %r", patient, dict(counter), labels[patient])
+            mixed.append(patient)
+            logger.debug("patient %s has mixed labels %s; stratified as %r", patient, dict(counter), labels[patient])
+    if mixed:
+        # normal for pullbacks and studies (frames with and without the lesion): one line, not one per patient
+        logger.info("%d of %d patients have images of different labels (e.g. %s); each is stratified by its "
+                    "most frequent label", len(mixed), len(counts), ", ".join(mixed[:3]))
     return labels
 
 

@@ -120,15 +120,16 @@ def _unwrap(model: nn.Module) -> nn.Module:
 @torch.no_grad()
 def predict(model: nn.Module, dataset: Dataset, task: Task, *, batch_size: int, device: torch.device,
             workers: int = 0, dist_info: DistInfo = DistInfo(), amp: bool = False,
-            progress: bool = False, desc: str = "eval") -> Evaluation:
+            progress: bool = False, desc: str = "eval", full: bool = True) -> Evaluation:
     """The model's outputs over ``dataset`` reduced by ``task``'s evaluator, each item exactly once.
 
-    Under DDP each rank evaluates its shard and every rank receives the merged result.
+    Under DDP each rank evaluates its shard and every rank receives the merged result. ``full=False``
+    lets the task skip what only a final evaluation reports (per-epoch validation uses it).
     """
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), dist_info.rank,
                         dist_info.world_size), num_workers=workers)
-    evaluator = task.evaluator()
+    evaluator = task.evaluator(full)
     for x, y, idx in progress_bar(loader, enabled=progress and dist_info.is_main, desc=desc, leave=False):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
@@ -373,7 +374,7 @@ class Trainer:
         # The bare model, not the DDP wrapper: shards differ in length, and DDP's forward is a collective.
         evaluation = predict(self.model, self.val_set, self.task, batch_size=self.eval_batch_size, device=self.device,
                              workers=self.runtime.workers, dist_info=self.dist, amp=self.use_amp,
-                             progress=self.runtime.progress, desc="validate")
+                             progress=self.runtime.progress, desc="validate", full=False)
         patients = getattr(self.val_set, "patient_ids", None)
         metrics = self.task.metrics(evaluation, [patients[i] for i in evaluation.indices] if patients else None, None)
         metrics["loss"] = evaluation.loss

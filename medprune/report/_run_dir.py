@@ -6,8 +6,14 @@ its problem is kept in :attr:`RunData.problems`, so the report shows it instead 
 
 Every model of the run — the base, each compressed stage (``pooled/``, ``compressed/``,
 ``quantized/``) and the INT8 ONNX export (``export/int8/``) — is one :class:`RunModel` with the
-same fields: its test ``metrics.json``, ``predictions.csv``, training logs (``metrics.jsonl``),
+same fields: its test ``metrics.json``, predictions file, training logs (``metrics.jsonl``),
 stage summary and safety :class:`Gate`. :attr:`RunData.models` lists them in pipeline order.
+
+``run.json`` is read as a :class:`~medprune.report.records.RunRecord` and ``bench.json`` as a
+:class:`~medprune.compress.latency.BenchResult` — the classes that wrote them — and the run's
+:class:`~medprune.tasks.Task` (``run.json``'s ``task``, else ``metrics.json``'s) says which metrics
+lead. What differs between tasks is looked up by task name, never branched on: how a predictions
+file is read is :data:`PREDICTION_READERS`.
 """
 
 from __future__ import annotations
@@ -25,9 +31,15 @@ import numpy as np
 import yaml
 
 from medprune.compress.gate import GATE_STATUSES  # the gate's statuses: run.json, summaries, export.json
-from medprune.errors import DataError
+from medprune.compress.latency import BenchEntry, BenchResult
+from medprune.errors import DataError, RegistryError
 from medprune.metrics.predictions import Predictions, read_predictions_csv
+from medprune.metrics.segmentation import read_segmentation_predictions_csv
+from medprune.registry import Registry
 from medprune.report.curves import TrainingLog, read_training_log
+from medprune.report.records import RUN_RECORD, CompressedStage, RunRecord, StageRecord, read_run_record
+from medprune.report._task_metrics import HeadlineMetrics, sentence_label
+from medprune.tasks import MetricSpec, Task, create_task
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +123,10 @@ class RunModel:
     ``kind`` is ``"base"``, ``"stage"`` or ``"int8"``; ``stage`` the pipeline stage that made it
     (``train``, ``pool``, ``prune``, ``quantize``, ``export``); ``dir`` its folder relative to the
     run directory (``""`` for the base); ``bench_key`` its entry in ``bench.json``. Optional parts
-    are ``None`` (or empty) when absent.
+    are ``None`` (or empty) when absent. ``predictions`` is the evaluation's predictions file as
+    its task reads it (:data:`PREDICTION_READERS`: classification's
+    :class:`~medprune.metrics.Predictions`, segmentation's per-image
+    :class:`~medprune.metrics.SegmentationScores`).
     """
 
     kind: Literal["base", "stage", "int8"]
@@ -123,7 +138,7 @@ class RunModel:
     metrics: dict[str, Any] | None = None
     summary: dict[str, Any] | None = None
     gate: Gate | None = None
-    predictions: Predictions | None = None
+    predictions: Any = None
     logs: list[TrainingLog] = field(default_factory=list)
 
     @property
@@ -134,21 +149,27 @@ class RunModel:
 
 @dataclass
 class RunData:
-    """Everything the report reads from a run directory; optional parts are ``None`` when absent."""
+    """Everything the report reads from a run directory; optional parts are ``None`` when absent.
+
+    ``task`` is the run's task over every class of ``metrics.json``; ``classes`` the classes the
+    evaluation reports (those of its ``per_class``: segmentation leaves the background out).
+    ``record`` is ``run.json``, ``bench`` is ``bench.json``.
+    """
 
     run_dir: Path
     name: str
     description: str | None
     base: dict[str, Any]
+    task: Task
     classes: list[str]
     stages: list[RunModel]
     final: RunModel | None
     base_model: RunModel
     int8: RunModel | None = None
-    run: dict[str, Any] | None = None
+    record: RunRecord | None = None
     config_text: str | None = None
     export: dict[str, Any] | None = None
-    bench: dict[str, Any] | None = None
+    bench: BenchResult | None = None
     sweep: dict[str, Any] | None = None
     problems: dict[str, str] = field(default_factory=dict)
 
@@ -163,16 +184,31 @@ class RunData:
         return self.models[1:]
 
     @property
+    def headline(self) -> HeadlineMetrics:
+        """The metrics the report leads with, from the run's task."""
+        return HeadlineMetrics.of(self.task)
+
+    def words(self, spec: MetricSpec) -> str:
+        """``spec``'s label inside a sentence (:func:`sentence_label`)."""
+        return sentence_label(spec, self.task)
+
+    @property
     def synthetic(self) -> bool:
         """True when any part of the run says its data are synthetic (phantom)."""
-        flags = [self.base.get("synthetic_data"), (self.run or {}).get("synthetic_data")]
+        flags = [self.base.get("synthetic_data"), self.record.synthetic_data if self.record else None]
         flags += [(m.metrics or {}).get("synthetic_data") for m in self.compressed]
         return any(bool(f) for f in flags)
 
-    def bench_entry(self, key: str) -> Mapping[str, Any] | None:
+    def bench_entry(self, key: str) -> BenchEntry | None:
         """``bench.json`` entry of model ``key`` (``"base"``, a stage folder, ``"<folder>_int8"``)."""
-        entry = ((self.bench or {}).get("models") or {}).get(key)
-        return entry if isinstance(entry, Mapping) else None
+        return self.bench.models.get(key) if self.bench is not None else None
+
+    def speedup(self, key: str, runtime: str) -> float | None:
+        """Speed-up of model ``key`` over the bench's base on ``runtime`` (:attr:`BenchResult.speedup`:
+        the ratio of the medians), ``None`` when either was not timed there."""
+        if self.bench is None or self.bench.base not in self.bench.models:
+            return None
+        return self.bench.speedup.get(key, {}).get(runtime)
 
     def problem(self, relative: str) -> str | None:
         """Why ``relative`` (a path inside the run directory) could not be read, if it could not."""
@@ -180,6 +216,26 @@ class RunData:
 
 
 # ----------------------------------------------------------------------------- reading
+
+PREDICTION_READERS = Registry("report predictions reader")
+"""Task name → ``fn(path, classes) -> predictions``: reads one evaluation's predictions file (raises
+:class:`DataError` on a bad file or classes that differ from ``classes``)."""
+
+
+@PREDICTION_READERS.register("classification")
+def _classification_predictions(path: Path, classes: list[str]) -> Predictions:
+    pred = read_predictions_csv(path)
+    if pred.classes != classes:
+        raise DataError(f"classes {pred.classes} differ from the base model's {classes}")
+    return pred
+
+
+@PREDICTION_READERS.register("segmentation")
+def _segmentation_predictions(path: Path, classes: list[str]) -> Any:
+    scores = read_segmentation_predictions_csv(path)
+    if list(scores.classes) != classes:
+        raise DataError(f"classes {list(scores.classes)} differ from the base model's {classes}")
+    return scores
 
 
 def _read_json(run_dir: Path, relative: str, problems: dict[str, str]) -> dict[str, Any] | None:
@@ -199,13 +255,46 @@ def _read_json(run_dir: Path, relative: str, problems: dict[str, str]) -> dict[s
     return data
 
 
+def _read_bench(run_dir: Path, problems: dict[str, str]) -> BenchResult | None:
+    """``bench.json`` as a :class:`BenchResult`; one that does not parse goes to ``problems``."""
+    data = _read_json(run_dir, "bench.json", problems)
+    if data is None:
+        return None
+    try:
+        return BenchResult.from_dict(data)
+    except KeyError as err:
+        problems["bench.json"] = f"is not a benchmark result: missing key {err}"
+    except (TypeError, ValueError, AttributeError) as err:
+        problems["bench.json"] = f"is not a benchmark result: {err}"
+    logger.warning("report: %s/bench.json %s", run_dir, problems["bench.json"])
+    return None
+
+
+def _read_record(run_dir: Path, problems: dict[str, str]) -> RunRecord | None:
+    """``run.json`` as a :class:`RunRecord`; one that does not parse goes to ``problems``."""
+    path = run_dir / RUN_RECORD
+    try:
+        return read_run_record(path)
+    except DataError as err:
+        problems[RUN_RECORD] = str(err).removeprefix(f"{path}: ")
+        logger.warning("report: %s", err)
+        return None
+
+
 def _check_metrics(metrics: Mapping[str, Any], path: Path) -> list[str]:
-    """Class names of a ``metrics.json``; raises when it has no per-class section."""
+    """Class names of a ``metrics.json`` (every class, also those it does not report); raises when
+    it has no per-class section."""
     per_class = metrics.get("per_class")
     if not isinstance(per_class, Mapping) or not per_class:
         raise DataError(f"{path}: no per_class section; is this a medprune metrics.json?")
     classes = metrics.get("classes")
     return [str(c) for c in classes] if isinstance(classes, list) and classes else [str(c) for c in per_class]
+
+
+def _reported(metrics: Mapping[str, Any], classes: list[str]) -> list[str]:
+    """The classes ``per_class`` holds, in ``classes`` order (segmentation leaves the background out)."""
+    per_class = [str(c) for c in metrics["per_class"]]
+    return [c for c in classes if c in per_class] + [c for c in per_class if c not in classes]
 
 
 def _read_metrics(run_dir: Path, relative: str, problems: dict[str, str]) -> dict[str, Any] | None:
@@ -219,19 +308,15 @@ def _read_metrics(run_dir: Path, relative: str, problems: dict[str, str]) -> dic
     return metrics
 
 
-def _read_predictions(run_dir: Path, folder: str, classes: list[str], problems: dict[str, str]) -> Predictions | None:
+def _read_predictions(run_dir: Path, folder: str, task: Task, problems: dict[str, str]) -> Any:
     relative = f"{folder}/predictions.csv" if folder else "predictions.csv"
     if not (run_dir / relative).is_file():
         return None
     try:
-        pred = read_predictions_csv(run_dir / relative)
+        return PREDICTION_READERS.get(task.name)(run_dir / relative, task.classes)
     except DataError as err:
         problems[relative] = str(err)
         return None
-    if pred.classes != classes:
-        problems[relative] = f"classes {pred.classes} differ from the base model's {classes}"
-        return None
-    return pred
 
 
 def _natural(text: str) -> list[Any]:
@@ -281,51 +366,45 @@ def _gate(run_dir: Path, candidates: list[tuple[str, Any]], failed_file: str, pr
     return None
 
 
-def _stage_record(run: Mapping[str, Any] | None, stage: str) -> Mapping[str, Any]:
-    record = ((run or {}).get("stages") or {}).get(stage)
-    return record if isinstance(record, Mapping) else {}
+def _stage_record(record: RunRecord | None, stage: str) -> StageRecord | None:
+    return record.stages.get(stage) if record is not None else None
 
 
-def _stages(run_dir: Path, run: Mapping[str, Any] | None, classes: list[str],
-            problems: dict[str, str]) -> list[RunModel]:
-    if run is not None:
-        entries = run.get("compressed_stages") or []
+def _stages(run_dir: Path, record: RunRecord | None, task: Task, problems: dict[str, str]) -> list[RunModel]:
+    if record is not None:
+        entries = record.compressed_stages
     elif (run_dir / _DEFAULT_STAGE_DIR / "metrics.json").is_file():
         # A directory written by `medprune train` + `medprune prune` without `medprune run`.
-        entries = [{"stage": "prune", "label": "pruned", "dir": _DEFAULT_STAGE_DIR}]
+        entries = [CompressedStage(stage="prune", label="pruned", dir=_DEFAULT_STAGE_DIR)]
     else:
         entries = []
     stages = []
     for i, entry in enumerate(entries):
-        if not isinstance(entry, Mapping) or not entry.get("dir"):
-            problems["run.json"] = f"compressed_stages[{i}] has no 'dir': {entry!r}"
-            continue
-        folder = str(entry["dir"])
-        kind = str(entry.get("stage", folder))
-        model = RunModel(kind="stage", stage=kind, label=str(entry.get("label") or folder), dir=folder,
-                         path=run_dir / folder, bench_key=folder)
+        folder, kind = entry.dir, entry.stage
+        model = RunModel(kind="stage", stage=kind, label=entry.label or folder, dir=folder, path=run_dir / folder,
+                         bench_key=folder)
         model.metrics = _read_metrics(run_dir, f"{folder}/metrics.json", problems)
         summary_name = f"{kind}_summary.json"
         model.summary = _read_json(run_dir, f"{folder}/{summary_name}", problems)
+        stage_record = _stage_record(record, kind)
         model.gate = _gate(run_dir, [(f"{folder}/{summary_name}", (model.summary or {}).get("gate")),
-                                     (f"run.json: stages.{kind}.gate", _stage_record(run, kind).get("gate")),
-                                     (f"run.json: compressed_stages[{i}].gate_status", entry.get("gate_status"))],
+                                     (f"run.json: stages.{kind}.gate", stage_record.gate if stage_record else None),
+                                     (f"run.json: compressed_stages[{i}].gate_status", entry.gate_status)],
                            f"{folder}/model.gate_failed.pt", problems)
-        model.predictions = _read_predictions(run_dir, folder, classes, problems)
+        model.predictions = _read_predictions(run_dir, folder, task, problems)
         model.logs = _read_logs(run_dir, model, problems)
         stages.append(model)
     return stages
 
 
-def _int8(run_dir: Path, run: Mapping[str, Any] | None, export: Mapping[str, Any] | None,
-          bench: Mapping[str, Any] | None, stages: list[RunModel], final: RunModel | None, classes: list[str],
-          problems: dict[str, str]) -> RunModel | None:
+def _int8(run_dir: Path, record: RunRecord | None, export: Mapping[str, Any] | None, bench: BenchResult | None,
+          stages: list[RunModel], final: RunModel | None, task: Task, problems: dict[str, str]) -> RunModel | None:
     """The INT8 ONNX model, when the export, the bench or its evaluation mentions one."""
     folder = "export/int8"
-    record = (export or {}).get("int8")
-    keys = [k for k in ((bench or {}).get("models") or {}) if str(k).endswith("_int8")]
+    int8_record = (export or {}).get("int8")
+    keys = [k for k in (bench.models if bench is not None else {}) if str(k).endswith("_int8")]
     failed_file = "export/model.int8.gate_failed.onnx"
-    if not (isinstance(record, Mapping) or keys or (run_dir / folder / "metrics.json").is_file()
+    if not (isinstance(int8_record, Mapping) or keys or (run_dir / folder / "metrics.json").is_file()
             or (run_dir / failed_file).is_file()):
         return None
     by_dir = {s.dir: s for s in stages}
@@ -340,13 +419,25 @@ def _int8(run_dir: Path, run: Mapping[str, Any] | None, export: Mapping[str, Any
     label = f"{source.label if source else 'base'} · INT8 ONNX"
     key = keys[0] if keys else f"{source.dir if source else 'base'}_int8"
     model = RunModel(kind="int8", stage="export", label=label, dir=folder, path=run_dir / folder, bench_key=key,
-                     summary=dict(record) if isinstance(record, Mapping) else None)
+                     summary=dict(int8_record) if isinstance(int8_record, Mapping) else None)
     model.metrics = _read_metrics(run_dir, f"{folder}/metrics.json", problems)
+    export_record = _stage_record(record, "export")
     model.gate = _gate(run_dir, [("export/export.json: int8.gate", (model.summary or {}).get("gate")),
-                                 ("run.json: stages.export.gate", _stage_record(run, "export").get("gate"))],
+                                 ("run.json: stages.export.gate", export_record.gate if export_record else None)],
                        failed_file, problems)
-    model.predictions = _read_predictions(run_dir, folder, classes, problems)
+    model.predictions = _read_predictions(run_dir, folder, task, problems)
     return model
+
+
+def _task(record: RunRecord | None, base: Mapping[str, Any], classes: list[str], base_path: Path) -> Task:
+    """The run's task over ``classes``: ``run.json``'s ``task``, else ``metrics.json``'s, else
+    classification (a directory written before tasks existed)."""
+    name = record.task if record is not None else str(base.get("task") or "classification")
+    try:
+        return create_task(name, classes)
+    except RegistryError as err:
+        source = RUN_RECORD if record is not None else base_path
+        raise DataError(f"{source}: {err}") from None
 
 
 def load_run_dir(run_dir: str | Path) -> RunData:
@@ -354,7 +445,7 @@ def load_run_dir(run_dir: str | Path) -> RunData:
 
     Raises:
         DataError: if the base model's ``metrics.json`` is missing, unreadable or has no
-            ``per_class`` section (the message names the file).
+            ``per_class`` section, or the run's task is unknown (the message names the file).
     """
     root = Path(run_dir)
     base_path = root / "metrics.json"
@@ -367,7 +458,8 @@ def load_run_dir(run_dir: str | Path) -> RunData:
         raise DataError(f"{base_path}: {problems['metrics.json']}")
     classes = _check_metrics(base, base_path)
 
-    run = _read_json(root, "run.json", problems)
+    record = _read_record(root, problems)
+    task = _task(record, base, classes, base_path)
     config_text = None
     config: Any = None
     if (root / "config.yaml").is_file():
@@ -377,27 +469,28 @@ def load_run_dir(run_dir: str | Path) -> RunData:
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
             problems["config.yaml"] = f"could not be parsed: {err}"
     config = config if isinstance(config, Mapping) else {}
-    name = str((run or {}).get("name") or config.get("name") or root.resolve().name)
+    name = str((record.name if record else None) or config.get("name") or root.resolve().name)
     description = config.get("description")
 
-    stages = _stages(root, run, classes, problems)
-    final_dir = (run or {}).get("final")
+    stages = _stages(root, record, task, problems)
+    final_dir = record.final if record is not None else None
     final = next((s for s in stages if s.dir == final_dir), None)
     if final is None and final_dir not in (None, "base"):
-        problems["run.json"] = f"final stage {final_dir!r} is not among the compressed stages"
+        problems[RUN_RECORD] = f"final stage {final_dir!r} is not among the compressed stages"
     if final is None and final_dir is None:
         final = next((s for s in reversed(stages) if s.metrics is not None), None)
     export = _read_json(root, "export/export.json", problems)
-    bench = _read_json(root, "bench.json", problems)
-    base_model = RunModel(kind="base", stage="train", label="base", dir="", path=root, bench_key="base",
-                          metrics=base)
-    base_model.predictions = _read_predictions(root, "", classes, problems)
+    bench = _read_bench(root, problems)
+    base_model = RunModel(kind="base", stage="train", label="base", dir="", path=root,
+                          bench_key=bench.base if bench is not None else "base", metrics=base)
+    base_model.predictions = _read_predictions(root, "", task, problems)
     base_model.logs = _read_logs(root, base_model, problems)
     return RunData(
-        run_dir=root, name=name, description=str(description) if description else None, base=base,
-        classes=classes, stages=stages, final=final, base_model=base_model,
-        int8=_int8(root, run, export, bench, stages, final, classes, problems), run=run, config_text=config_text,
-        export=export, bench=bench, sweep=_read_json(root, "sweep/sweep.json", problems), problems=problems,
+        run_dir=root, name=name, description=str(description) if description else None, base=base, task=task,
+        classes=_reported(base, classes), stages=stages, final=final, base_model=base_model,
+        int8=_int8(root, record, export, bench, stages, final, task, problems), record=record,
+        config_text=config_text, export=export, bench=bench, sweep=_read_json(root, "sweep/sweep.json", problems),
+        problems=problems,
     )
 
 
@@ -451,12 +544,13 @@ class SmallSample:
     derived: bool
 
 
-def small_sample(metrics: Mapping[str, Any], classes: list[str],
-                 predictions: Predictions | None = None) -> SmallSample:
+def small_sample(metrics: Mapping[str, Any], classes: list[str], predictions: Any = None, *,
+                 metric: str = "sensitivity") -> SmallSample:
     """The ``small_sample`` section of ``metrics``, or the same flags derived from its supports.
 
-    ``predictions`` (the same evaluation's ``predictions.csv``) lets a derived note say how many
-    patients a small class's images come from.
+    ``predictions`` (the same evaluation's classification ``predictions.csv``) lets a derived note
+    say how many patients a small class's images come from; ``metric`` is how the notes name the
+    per-class metric one image moves (``sensitivity``, ``Dice``).
     """
     section = metrics.get("small_sample")
     split_name = metrics.get("split", "test")
@@ -477,15 +571,16 @@ def small_sample(metrics: Mapping[str, Any], classes: list[str],
         n = int(support)
         flagged_classes[cls] = n
         patients = ""
-        if predictions is not None and predictions.patient_ids is not None and cls in predictions.classes:
+        if isinstance(predictions, Predictions) and predictions.patient_ids is not None \
+                and cls in predictions.classes:
             rows = predictions.y_true == predictions.classes.index(cls)
             if int(rows.sum()) == n:
                 patients = f" from {len(np.unique(predictions.patient_ids[rows]))} patients"
         if n == 0:
-            notes.append(f"'{cls}' has no {split_name} images: its sensitivity cannot be measured")
+            notes.append(f"'{cls}' has no {split_name} images: its {metric} cannot be measured")
         else:
             notes.append(f"'{cls}' has {n} {split_name} image{'s' if n != 1 else ''}{patients} (fewer than "
-                         f"{MIN_CLASS_SUPPORT}): one error moves its sensitivity by {1 / n:.2f}, so a "
+                         f"{MIN_CLASS_SUPPORT}): one error moves its {metric} by {1 / n:.2f}, so a "
                          "difference on it cannot be judged")
     n_patients = number(metrics.get("n_patients"))
     split = n_patients is not None and n_patients < MIN_PATIENTS

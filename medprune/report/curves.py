@@ -1,9 +1,11 @@
 """Training curves of a run: base training and every fine-tuning, one timeline, outliers marked.
 
-The trainer logs one JSON line per epoch to ``metrics.jsonl`` (``train_loss``, ``val_loss``,
-``val_balanced_accuracy``, ``val_worst_class_sensitivity``, ``val_sensitivity_<class>``, ``lr``,
-…): the base model's beside its ``metrics.json``, each fine-tuning in a sub-folder of its stage
-folder (``compressed/finetune/``, ``compressed/finetune_step2/``, ``quantized/finetune/``).
+The trainer logs one JSON line per epoch to ``metrics.jsonl`` (``train_loss``, ``val_loss``, ``lr``
+and the task's validation numbers — ``val_balanced_accuracy``, ``val_worst_class_sensitivity``,
+``val_sensitivity_<class>`` for classification; ``val_mean_dice``, ``val_worst_class_dice``,
+``val_dice_<class>`` for segmentation): the base model's beside its ``metrics.json``, each
+fine-tuning in a sub-folder of its stage folder (``compressed/finetune/``,
+``compressed/finetune_step2/``, ``quantized/finetune/``).
 :func:`read_training_log` reads one such file; :func:`plot_training_curves` draws them one after
 the other on a shared epoch axis — losses on a log scale, so a validation loss that explodes to
 97.5 for one epoch and ends near 0.3 is visible, and marked — and :func:`loss_outliers` is the
@@ -30,19 +32,19 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from medprune.errors import DataError
+from medprune.report._task_metrics import metric_name
 from medprune.report.plots import Plotted, save_figure
 
-__all__ = ["TrainingLog", "read_training_log", "loss_outliers", "plot_training_curves", "OUTLIER_FACTOR",
-           "LOSS_KEYS", "METRIC_KEYS"]
+__all__ = ["TrainingLog", "read_training_log", "loss_outliers", "plot_training_curves", "validation_keys",
+           "OUTLIER_FACTOR", "LOSS_KEYS"]
 
 #: An epoch's loss is an outlier when it exceeds this many times the median loss of its training.
 OUTLIER_FACTOR = 10.0
 #: Loss series of a log and how the figure names them.
 LOSS_KEYS = (("train_loss", "train loss"), ("val_loss", "val loss"))
-#: Validation-metric series of a log and how the figure names them.
-METRIC_KEYS = (("val_balanced_accuracy", "val balanced accuracy"),
-               ("val_worst_class_sensitivity", "val worst-class sensitivity"))
-_LINESTYLES = {"train_loss": "-", "val_loss": "--", "val_balanced_accuracy": "-", "val_worst_class_sensitivity": ":"}
+_LINESTYLES = {"train_loss": "-", "val_loss": "--"}
+#: Line styles of the validation metrics, in order, and how the panel title names them.
+_METRIC_STYLES = (("-", "solid"), (":", "dotted"), ("-.", "dash-dot"), ((0, (5, 1, 1, 1, 1, 1)), "dash-dot-dot"))
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,18 @@ def loss_outliers(values: Sequence[float | None], factor: float = OUTLIER_FACTOR
     return out
 
 
+def validation_keys(logs: Sequence[TrainingLog]) -> list[str]:
+    """The ``val_*`` keys the logs hold a number for, other than the validation loss, in first-seen order."""
+    keys: dict[str, None] = {}
+    for log in logs:
+        for record in log.epochs:
+            for key, value in record.items():
+                if key.startswith("val_") and key != "val_loss" and isinstance(value, (int, float)) \
+                        and not isinstance(value, bool):
+                    keys.setdefault(key)
+    return list(keys)
+
+
 def _segment_label(label: str, limit: int = 28) -> str:
     return label if len(label) <= limit else label[: limit - 1] + "…"
 
@@ -114,17 +128,24 @@ def plot_training_curves(
     path: str | os.PathLike[str],
     *,
     colours: Mapping[str, str] | None = None,
+    metrics: Sequence[tuple[str, str]] | None = None,
     factor: float = OUTLIER_FACTOR,
     title: str | None = None,
 ) -> Plotted:
-    """Loss (log scale) and validation balanced accuracy / worst-class sensitivity per epoch.
+    """Loss (log scale) and validation metrics per epoch.
+
+    ``metrics`` are the validation series of the lower panel as ``(key, name)`` —
+    ``("val_mean_dice", "val mean Dice")``; by default every ``val_*`` number the logs hold
+    (:func:`validation_keys`), named as the task that has the metric labels it. The report passes
+    its task's selection metrics that the logs hold.
 
     The logs are drawn one after the other on one epoch axis, in the given order (base training
     first, then each fine-tuning), separated by vertical lines and named at the top; each log has
     one colour (``colours[label]``, default the matplotlib cycle). Train loss is solid, val loss
-    dashed; balanced accuracy solid, worst-class sensitivity dotted. The loss axis is logarithmic
-    unless a loss is zero or negative. Outliers (:func:`loss_outliers`) are ringed in red and
-    labelled with their value; a NaN/inf loss is marked at the top of the panel.
+    dashed; the metrics are solid, dotted, dash-dot, … in ``metrics`` order. The loss axis is
+    logarithmic unless a loss is zero or negative; the metric axis spans [0, 1] unless a value lies
+    outside. Outliers (:func:`loss_outliers`) are ringed in red and labelled with their value; a
+    NaN/inf loss is marked at the top of the panel.
 
     ``values`` of the result: ``"<label> / epochs"`` and ``"<label> / <key> outliers"`` (counts).
 
@@ -134,6 +155,10 @@ def plot_training_curves(
     usable = [log for log in logs if log.epochs]
     if not usable:
         raise DataError("plot_training_curves: no training log has an epoch to plot")
+    if metrics is None:
+        metrics = [(key, metric_name(key)) for key in validation_keys(usable)]
+    styles = {key: _METRIC_STYLES[i % len(_METRIC_STYLES)] for i, (key, _) in enumerate(metrics)}
+    metric_values: list[float] = []
     total = sum(len(log.epochs) for log in usable)
     fig = Figure(figsize=(min(16.0, max(8.0, 4.0 + 0.18 * total)), 7.0))
     loss_ax, metric_ax = fig.subplots(2, 1, sharex=True)
@@ -172,12 +197,13 @@ def plot_training_curves(
                     loss_ax.annotate(str(v), (xs[i], 0.96), xycoords=loss_ax.get_xaxis_transform(),
                                      xytext=(6, 0), textcoords="offset points", fontsize=7, color="#c00000",
                                      va="center")
-        for key, name in METRIC_KEYS:
+        for key, name in metrics:
             ys = log.series(key)
             shown = [(x, v) for x, v in zip(xs, ys) if v is not None and math.isfinite(v)]
             if shown:
+                metric_values += [v for _, v in shown]
                 metric_ax.plot([x for x, _ in shown], [v for _, v in shown], color=colour,
-                               linestyle=_LINESTYLES[key], marker=".", markersize=4, linewidth=1.4,
+                               linestyle=styles[key][0], marker=".", markersize=4, linewidth=1.4,
                                label=f"{log.label}: {name}")
         for ax in (loss_ax, metric_ax):
             if offset:
@@ -191,12 +217,15 @@ def plot_training_curves(
     loss_ax.set_ylabel("loss" + (" (log scale)" if positives else ""), fontsize=8)
     loss_ax.set_title("Loss per epoch" + (" (log scale)" if positives else ""), fontsize=9, pad=22)
     metric_ax.set_ylabel("validation metric", fontsize=8)
-    metric_ax.set_ylim(-0.02, 1.02)
-    metric_ax.set_title("Validation balanced accuracy (solid) and worst-class sensitivity (dotted)", fontsize=9)
+    if all(0.0 <= v <= 1.0 for v in metric_values):
+        metric_ax.set_ylim(-0.02, 1.02)
+    names = [f"{name.removeprefix('val ')} ({styles[key][1]})" for key, name in metrics]
+    metric_ax.set_title("Validation " + (", ".join(names) if names else "metrics: none logged"), fontsize=9)
     metric_ax.set_xlabel("epoch (base training, then each fine-tuning in pipeline order)", fontsize=8)
     for ax in (loss_ax, metric_ax):
         ax.grid(True, linewidth=0.4, alpha=0.5)
         ax.tick_params(labelsize=8)
-        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7, frameon=False)
+        if ax.get_legend_handles_labels()[1]:
+            ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7, frameon=False)
     fig.suptitle(title if title is not None else "Training curves", fontsize=10)
     return save_figure(fig, path, values)

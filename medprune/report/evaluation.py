@@ -16,17 +16,15 @@ from typing import Any
 import numpy as np
 
 from medprune.registry import Registry
+from medprune.tasks.segmentation import CLASS_COLOURS, overlay
 
-__all__ = ["EVALUATION_PLOTS", "plot_evaluation", "plot_segmentation_overlays", "overlay"]
+__all__ = ["EVALUATION_PLOTS", "plot_evaluation", "plot_segmentation_overlays", "plot_threshold_curve"]
 
 log = logging.getLogger(__name__)
 
 EVALUATION_PLOTS = Registry("evaluation plot")
 """Task name → ``fn(evaluation, dataset, metrics, out_dir, title, predict_masks) -> list[Path]``."""
 
-#: Colours of mask classes 1, 2, ... in overlays (class 0, the background, is left transparent).
-_CLASS_COLOURS = np.array([[0.12, 0.47, 0.71], [1.0, 0.5, 0.05], [0.17, 0.63, 0.17], [0.84, 0.15, 0.16],
-                           [0.58, 0.4, 0.74], [0.55, 0.34, 0.29]])
 
 
 def plot_evaluation(task: str, evaluation: Any, dataset: Any, metrics: dict[str, Any], out_dir: Path, *,
@@ -45,22 +43,6 @@ def _classification(evaluation: Any, dataset: Any, metrics: dict[str, Any], out_
                                   title=f"Confusion matrix{title}"),
             plot_roc(evaluation.payload["labels"], evaluation.payload["probs"], classes, out_dir / "roc.png",
                      title=f"ROC{title}")]
-
-
-def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """An RGB picture of ``image`` (``(H, W)`` or ``(H, W, C)`` in any range) with the non-zero classes
-    of ``mask`` tinted in their colours."""
-    img = np.asarray(image, dtype=np.float64)
-    if img.ndim == 3:
-        img = img.mean(axis=2) if img.shape[2] != 3 else img
-    lo, hi = float(img.min()), float(img.max())
-    img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
-    rgb = np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 else img
-    out = rgb.copy()
-    for c in range(1, int(mask.max(initial=0)) + 1):
-        where = mask == c
-        out[where] = (1 - alpha) * rgb[where] + alpha * _CLASS_COLOURS[(c - 1) % len(_CLASS_COLOURS)]
-    return np.clip(out, 0.0, 1.0)
 
 
 def plot_segmentation_overlays(images: list[np.ndarray], targets: list[np.ndarray], preds: list[np.ndarray],
@@ -83,7 +65,7 @@ def plot_segmentation_overlays(images: list[np.ndarray], targets: list[np.ndarra
             axes[i, j].imshow(picture, interpolation="nearest")
             axes[i, j].set_title(f"{name}{' — ' + label if label and j == 0 else ''}", fontsize=8)
             axes[i, j].axis("off")
-    handles = [Patch(color=_CLASS_COLOURS[(c - 1) % len(_CLASS_COLOURS)], label=name)
+    handles = [Patch(color=CLASS_COLOURS[(c - 1) % len(CLASS_COLOURS)], label=name)
                for c, name in enumerate(classes) if c > 0]
     fig.legend(handles=handles, loc="lower center", ncol=max(1, len(handles)), fontsize=8)
     fig.suptitle(title, fontsize=9)
@@ -113,3 +95,22 @@ def _segmentation(evaluation: Any, dataset: Any, metrics: dict[str, Any], out_di
               f"{Path(str(dataset.paths[i])).name}, no lesion" for i, c in zip(indices, chosen)]
     return [plot_segmentation_overlays(images, targets, list(preds), list(metrics["classes"]),
                                        out_dir / "overlays.png", titles=labels, title=f"Segmentation{title}")]
+
+
+def plot_threshold_curve(calibration: dict[str, Any], path: Path, *, title: str = "") -> Path:
+    """The background-threshold sweep: foreground Dice against the threshold, the chosen one marked."""
+    from matplotlib.figure import Figure
+
+    from medprune.report.plots import save_figure
+
+    curve = [(t, d) for t, d in calibration["curve"] if d is not None]
+    fig = Figure(figsize=(5, 3.4))
+    ax = fig.subplots()
+    ax.plot([t for t, _ in curve], [d for _, d in curve], "o-", ms=3, color="#4c72b0")
+    t0 = calibration["threshold"]
+    ax.axvline(t0, color="#dd8452", ls="--", label=f"chosen {t0:.2f} (Dice {calibration['foreground_dice']:.3f})")
+    ax.set_xlabel("foreground probability threshold")
+    ax.set_ylabel("foreground Dice (validation)")
+    ax.set_title(f"Background removal threshold{title}", fontsize=9)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path).path

@@ -6,17 +6,23 @@
 embedded as a base64 data URI, no script and no network access, so it can be mailed to a
 reviewer or archived with the model. The figures are also kept as ``report_*.png`` beside it.
 
+The report speaks its run's task (:class:`~medprune.tasks.Task`, from ``run.json``): the table's
+rows are the task's summary and per-class metrics, the headline is its gate metric
+("worst-class Dice 0.61 → 0.58"), the curves its selection metrics, and the sections that differ
+by task (ROC, calibration and confusion matrices for classification; per-class Dice and overlays
+for segmentation) come from :mod:`medprune.report._task_sections`, looked up by task name.
+
 The report opens with a red banner for every model that failed its safety gate, a paragraph
 computed from the numbers ("2.30× faster … balanced accuracy went from … the intervals overlap,
 so this test set cannot show a difference") and the warnings a reader must not miss (a model
-that predicts one class, a compressed model that beats the base outside the intervals, an
+whose output collapsed, a compressed model that beats the base outside the intervals, an
 unstable training, a class too small to judge, safety-gate findings — see
 :mod:`medprune.report._warnings`); the same warnings are written to ``report_warnings.json``
 beside the report as a list of ``{kind, model, message}``. Then a table of base vs every
-compressed model (INT8 included) with 95 % intervals and ECE, the plots (per-class metrics,
-training curves, ROC, reliability, accuracy vs cost, latency per runtime, kept channels,
-confusion matrices), and what was run on which machine. Only the base ``metrics.json`` is
-required; a missing optional file makes its section say "not run". Example::
+compressed model (INT8 included) with 95 % intervals, the plots (per-class metrics, training
+curves, the task's sections, quality vs cost, latency per runtime, kept channels), and what was
+run on which machine. Only the base ``metrics.json`` is required; a missing optional file makes
+its section say "not run". Example::
 
     from medprune.report import write_report
     write_report(Path("runs/thermography_demo"))   # → runs/thermography_demo/report.html
@@ -24,18 +30,16 @@ required; a missing optional file makes its section say "not run". Example::
 
 from __future__ import annotations
 
-import base64
 import datetime
-import html
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from medprune._io import atomic_write_json, atomic_write_text
-from medprune.errors import DataError
-from medprune.metrics.classification import PER_CLASS_METRICS
+from medprune.compress.latency import BenchEntry, LatencyStats
 from medprune.metrics.summary import worst_class
+from medprune.report._html_parts import colours, esc, fmt, fmt_ci, image, level, missing, note, plot, with_ci
 from medprune.report._run_dir import (
     Gate,
     RunData,
@@ -47,9 +51,9 @@ from medprune.report._run_dir import (
     per_class_value,
     small_sample,
 )
-from medprune.report._warnings import ReportWarning, collect_warnings
-from medprune.report.curves import OUTLIER_FACTOR, plot_training_curves
-from medprune.report.plots import plot_reliability, plot_roc_comparison
+from medprune.report._task_sections import SECTION_PLOTS, evaluation_sections
+from medprune.report._warnings import DEGENERATE_OUTPUT, ReportWarning, collect_warnings
+from medprune.report.curves import OUTLIER_FACTOR, TrainingLog, plot_training_curves, validation_keys
 from medprune.report.run_plots import (
     TradeoffPoint,
     model_colour,
@@ -57,6 +61,7 @@ from medprune.report.run_plots import (
     plot_per_class_metrics,
     plot_tradeoff,
 )
+from medprune.tasks import MetricSpec
 
 __all__ = ["write_report"]
 
@@ -64,13 +69,15 @@ logger = logging.getLogger(__name__)
 
 _MIB = 2.0**20
 _PLOTS = ("report_per_class.png", "report_tradeoff_macs.png", "report_tradeoff_latency.png",
-          "report_latency_size.png", "report_training_curves.png", "report_roc.png", "report_reliability.png")
+          "report_latency_size.png", "report_training_curves.png", *SECTION_PLOTS)
+#: How many validation metrics (the task's selection metrics the logs hold) the curves draw.
+_CURVE_METRICS = 2
 #: File beside report.html listing the warnings as ``[{kind, model, message}, ...]``.
 WARNINGS_FILE = "report_warnings.json"
 _WARNING_TITLES = {"gate_failed": "Safety gate failed", "gate_accepted_unsafe": "Accepted despite a failed safety gate",
-                   "single_class": "Predicts one class only", "compressed_beats_base": "Compressed beats base",
-                   "unstable_training": "Unstable training", "small_sample": "Too small to judge",
-                   "gate_warning": "Safety gate warning"}
+                   "single_class": "Predicts one class only", "missed_class": "Never finds a class",
+                   "compressed_beats_base": "Compressed beats base", "unstable_training": "Unstable training",
+                   "small_sample": "Too small to judge", "gate_warning": "Safety gate warning"}
 #: Footnote marks of intervals that are not a plain percentile bootstrap, with their legend.
 _CI_MARKS = {
     "clopper_pearson": ("†", "Clopper–Pearson exact binomial interval"),
@@ -80,8 +87,6 @@ _CI_MARKS = {
 }
 _GATE_WORDS = {"passed": "passed", "failed": "FAILED — not for deployment",
                "accepted_unsafe": "failed, accepted despite it (--accept-unsafe)", "off": "off (not checked)"}
-_METRIC_NAMES = {"sensitivity": "Sensitivity", "specificity": "Specificity", "ppv": "PPV", "npv": "NPV",
-                 "f1": "F1", "auc": "AUC (one-vs-rest)"}
 _RUNTIMES = (("torch", "PyTorch"), ("onnxruntime", "ONNX Runtime"))
 
 _CSS = """
@@ -116,22 +121,6 @@ pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.85em}
 # ----------------------------------------------------------------------------- formatting
 
 
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _f(value: float | None, digits: int = 2) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def _ci(ci: tuple[float, float] | None, digits: int = 2) -> str:
-    return "" if ci is None else f"[{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
-
-
-def _with_ci(value: float | None, ci: tuple[float, float] | None, digits: int = 2) -> str:
-    return _f(value, digits) + (f" {_ci(ci, digits)}" if ci else "")
-
-
 def _mib(n: float | None) -> str:
     return "n/a" if n is None else f"{n / _MIB:.3g} MiB"
 
@@ -160,37 +149,32 @@ def _overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
     return a[0] <= b[1] and b[0] <= a[1]
 
 
-def _level(metrics: Mapping[str, Any]) -> str:
-    level = number(metrics.get("ci_level")) or 0.95
-    return f"{100 * level:g} %"
+def _row_label(spec: MetricSpec) -> str:
+    """A table row's name: the metric's label, saying when lower is better (``HD95 (px; lower is better)``)."""
+    if spec.higher_is_better:
+        return spec.label
+    if spec.label.endswith(")"):
+        return spec.label[:-1] + "; lower is better)"
+    return f"{spec.label} (lower is better)"
 
 
 # ----------------------------------------------------------------------------- numbers
 
 
-def _latency(entry: Mapping[str, Any] | None, runtime: str) -> Mapping[str, Any] | None:
-    stats = ((entry or {}).get("latency_ms") or {}).get(runtime)
-    return stats if isinstance(stats, Mapping) and number(stats.get("median_ms")) is not None else None
+def _latency(entry: BenchEntry | None, runtime: str) -> LatencyStats | None:
+    return entry.latency_ms.get(runtime) if entry is not None else None
 
 
-def _median(entry: Mapping[str, Any] | None, runtime: str) -> float | None:
+def _median(entry: BenchEntry | None, runtime: str) -> float | None:
     stats = _latency(entry, runtime)
-    return None if stats is None else number(stats["median_ms"])
-
-
-def _speedup(data: RunData, key: str, runtime: str) -> float | None:
-    """Speed-up of model ``key`` over base as ``bench.json`` recorded it, else from the two medians."""
-    recorded = number((((data.bench or {}).get("speedup") or {}).get(key) or {}).get(runtime))
-    if recorded is not None:
-        return recorded
-    base, other = _median(data.bench_entry("base"), runtime), _median(data.bench_entry(key), runtime)
-    return base / other if base and other else None
+    return None if stats is None else number(stats.median_ms)
 
 
 def _cost(data: RunData, model: RunModel) -> dict[str, float | None]:
     """Parameters, MACs and sizes of ``model`` from bench.json, else from the pruning summary."""
-    entry = data.bench_entry(model.bench_key) or {}
-    cost = {name: number(entry.get(name)) for name in ("params", "macs", "file_bytes", "onnx_bytes")}
+    entry = data.bench_entry(model.bench_key)
+    cost = {name: number(getattr(entry, name)) if entry is not None else None
+            for name in ("params", "macs", "file_bytes", "onnx_bytes")}
     if model.kind == "int8":
         return cost
     stage = model if model.kind == "stage" else None
@@ -206,13 +190,13 @@ def _cost(data: RunData, model: RunModel) -> dict[str, float | None]:
 def _summary(data: RunData) -> list[str]:
     """The plain-language paragraph, one sentence per item."""
     base, final = data.base, data.final
-    level = _level(base)
+    ci_level = level(base)
     sentences = []
     n, patients = base.get("n_samples"), base.get("n_patients")
     split = base.get("split", "test")
     if n is not None:
         unit = base.get("bootstrap_unit", "patient")
-        boot = (f"intervals are {level} {unit}-level bootstrap intervals" if number(base.get("n_bootstrap"))
+        boot = (f"intervals are {ci_level} {unit}-level bootstrap intervals" if number(base.get("n_bootstrap"))
                 else "no confidence intervals were computed (n_bootstrap 0), so no difference below can be judged")
         sentences.append(f"All metrics are measured on the {split} split ({n} images"
                          + (f" of {patients} patients" if patients is not None else "") + f"); {boot}.")
@@ -228,10 +212,10 @@ def _summary(data: RunData) -> list[str]:
                    "failed its safety gate and was accepted despite it (--accept-unsafe)")
         sentences.append(f"The final compressed model, {final.label}, {verdict}: {final.gate.reason()}.")
     gains = []
-    ort, torch_ = _speedup(data, key, "onnxruntime"), _speedup(data, key, "torch")
-    machine = ((data.bench or {}).get("machine") or {}).get("processor")
+    ort, torch_ = data.speedup(key, "onnxruntime"), data.speedup(key, "torch")
+    machine = data.bench.machine.get("processor") if data.bench is not None else None
     where = f"on this CPU ({machine}; " if machine else "on the benchmark CPU ("
-    base_entry, final_entry = data.bench_entry("base"), data.bench_entry(key)
+    base_entry, final_entry = data.bench_entry(data.base_model.bench_key), data.bench_entry(key)
     if ort is not None:
         text = (f"{_times(ort, 'faster', 'slower')} {where}ONNX Runtime, {_ms(_median(base_entry, 'onnxruntime'))}"
                 f" → {_ms(_median(final_entry, 'onnxruntime'))} per image")
@@ -264,23 +248,26 @@ def _summary(data: RunData) -> list[str]:
         sentences.append(f"Latency and file size of {final.label} were not measured "
                          f"(bench.json has no '{key}' entry).")
 
-    ba = [number(m.get("balanced_accuracy")) for m in (base, final.metrics)]
-    ba_ci = [interval(m, "balanced_accuracy") for m in (base, final.metrics)]
-    text = f"Balanced accuracy went from {_with_ci(ba[0], ba_ci[0])} to {_with_ci(ba[1], ba_ci[1])}"
-    sentences.append(text + _judgement(ba[1], ba_ci[0], ba_ci[1], level) + ".")
+    lead = data.headline
+    score = lead.score.key
+    values = [number(m.get(score)) for m in (base, final.metrics)]
+    cis = [interval(m, score) for m in (base, final.metrics)]
+    text = f"{lead.score.label} went from {with_ci(values[0], cis[0])} to {with_ci(values[1], cis[1])}"
+    sentences.append(text + _judgement(values[1], cis[0], cis[1], ci_level) + ".")
 
-    worst = worst_class(final.metrics, classes=data.classes)[0]
+    metric, word = lead.per_class.key, data.words(lead.per_class)
+    worst = _worst_class(final.metrics, data)
     if worst is not None:
-        key_ci = f"per_class.{worst}.sensitivity"
-        before = per_class_value(base, worst, "sensitivity")
-        after = per_class_value(final.metrics, worst, "sensitivity")
-        text = (f"The compressed model's worst class is {worst}: its sensitivity went from "
-                f"{_with_ci(before, interval(base, key_ci))} to {_with_ci(after, interval(final.metrics, key_ci))}")
-        text += _judgement(after, interval(base, key_ci), interval(final.metrics, key_ci), level)
-        base_worst = worst_class(base, classes=data.classes)[0]
+        key_ci = f"per_class.{worst}.{metric}"
+        before = per_class_value(base, worst, metric)
+        after = per_class_value(final.metrics, worst, metric)
+        text = (f"The compressed model's worst class is {worst}: its {word} went from "
+                f"{with_ci(before, interval(base, key_ci))} to {with_ci(after, interval(final.metrics, key_ci))}")
+        text += _judgement(after, interval(base, key_ci), interval(final.metrics, key_ci), ci_level)
+        base_worst = _worst_class(base, data)
         if base_worst is not None and base_worst != worst:
-            text += (f" (the base model's worst class was {base_worst}, sensitivity "
-                     f"{_f(per_class_value(base, base_worst, 'sensitivity'))})")
+            text += (f" (the base model's worst class was {base_worst}, {word} "
+                     f"{fmt(per_class_value(base, base_worst, metric))})")
         sentences.append(text + ".")
 
     for model in data.compressed:
@@ -302,13 +289,38 @@ def _gate_text(gate: Gate) -> str:
     return f"{_GATE_WORDS[gate.status]}: {gate.reason().rstrip('.')}"
 
 
+def _worst_class(metrics: Mapping[str, Any], data: RunData) -> str | None:
+    """The class with the worst headline per-class metric (lowest sensitivity or Dice; highest when
+    lower is better)."""
+    spec = data.headline.per_class
+    if spec.higher_is_better:
+        return worst_class(metrics, spec.key, classes=data.classes)[0]
+    values = [(-v, i, c) for i, c in enumerate(data.classes)
+              if (v := per_class_value(metrics, c, spec.key)) is not None]
+    return min(values)[2] if values else None
+
+
+def _headline(data: RunData) -> str:
+    """``worst-class Dice 0.61 → 0.58, mean Dice 0.70 → 0.68 (base → pruned …)``: the gate metric first."""
+    lead = data.headline
+    final = data.final
+    after_metrics = final.metrics if final is not None else None
+    parts = []
+    for spec in dict.fromkeys((lead.gate, lead.score)):
+        before = fmt(number(data.base.get(spec.key)))
+        after = f" → {fmt(number(after_metrics.get(spec.key)))}" if after_metrics is not None else ""
+        parts.append(f"{data.words(spec)} {before}{after}")
+    which = f"base → {final.label}" if final is not None and after_metrics is not None else "base model only"
+    return f"{', '.join(parts)} ({which})"
+
+
 def _judgement(value: float | None, base_ci: tuple[float, float] | None, new_ci: tuple[float, float] | None,
-               level: str) -> str:
+               ci_level: str) -> str:
     """``— within the base model's 95 % interval; the intervals overlap, …`` (empty without intervals)."""
     if value is None or base_ci is None:
         return ""
     where = "within" if base_ci[0] <= value <= base_ci[1] else "below" if value < base_ci[0] else "above"
-    text = f" — {where} the base model's {level} interval"
+    text = f" — {where} the base model's {ci_level} interval"
     if new_ci is None:
         return text
     if _overlap(base_ci, new_ci):
@@ -318,25 +330,6 @@ def _judgement(value: float | None, base_ci: tuple[float, float] | None, new_ci:
 
 
 # ----------------------------------------------------------------------------- sections
-
-
-def _image(path: Path, alt: str, caption: str | None = None) -> str:
-    """A ``<figure>`` with ``path`` embedded as a base64 PNG data URI."""
-    encoded = base64.b64encode(path.read_bytes()).decode("ascii")
-    cap = f"<figcaption>{_e(caption)}</figcaption>" if caption else ""
-    return f'<figure><img alt="{_e(alt)}" src="data:image/png;base64,{encoded}">{cap}</figure>'
-
-
-def _note(text: str) -> str:
-    return f'<p class="note">{_e(text)}</p>'
-
-
-def _missing(data: RunData, relative: str, what: str) -> str:
-    """"not run" — or why an existing file could not be used."""
-    problem = data.problem(relative)
-    if problem:
-        return f'<p class="problem">{_e(relative)} {_e(problem)}</p>'
-    return _note(f"{what}: not run ({relative} not found).")
 
 
 def _metric_cell(value: float | None, ci: tuple[float, float] | None, base_ci: tuple[float, float] | None,
@@ -353,8 +346,8 @@ def _metric_cell(value: float | None, ci: tuple[float, float] | None, base_ci: t
         arrow, css = " ▼", ' class="better"' if lower_is_better else ' class="worse"'
     elif base_ci is not None and value > base_ci[1]:
         arrow, css = " ▲", ' class="worse"' if lower_is_better else ' class="better"'
-    ci_html = f' <span class="ci">{_e(_ci(ci, 3))}</span>' if ci else ""
-    ci_html += f'<sup class="mark">{_e(mark)}</sup>' if ci and mark else ""
+    ci_html = f' <span class="ci">{esc(fmt_ci(ci, 3))}</span>' if ci else ""
+    ci_html += f'<sup class="mark">{esc(mark)}</sup>' if ci and mark else ""
     return f"<td{css}>{value:.3f}{ci_html}{arrow}</td>"
 
 
@@ -362,12 +355,12 @@ def _column_header(model: RunModel) -> str:
     """The model's label; a failed or accepted-unsafe model is labelled so in red / amber."""
     gate = model.gate
     if gate is not None and gate.status == "failed":
-        return (f'<th class="failed">{_e(model.label)}'
+        return (f'<th class="failed">{esc(model.label)}'
                 '<span class="tag">FAILED safety gate — not for deployment</span></th>')
     if gate is not None and gate.status == "accepted_unsafe":
-        return (f'<th class="unsafe">{_e(model.label)}'
+        return (f'<th class="unsafe">{esc(model.label)}'
                 '<span class="tag">accepted despite failing its safety gate (--accept-unsafe)</span></th>')
-    return f"<th>{_e(model.label)}</th>"
+    return f"<th>{esc(model.label)}</th>"
 
 
 def _gate_cell(model: RunModel) -> str:
@@ -378,8 +371,8 @@ def _gate_cell(model: RunModel) -> str:
         return "<td>not recorded</td>"
     css = {"failed": ' class="worse"', "accepted_unsafe": ' class="worse"', "passed": ' class="better"'}
     numbers = gate.numbers()
-    detail = f' <span class="ci">{_e(numbers)}</span>' if numbers else ""
-    return f"<td{css.get(gate.status, '')}>{_e(gate.status)}{detail}</td>"
+    detail = f' <span class="ci">{esc(numbers)}</span>' if numbers else ""
+    return f"<td{css.get(gate.status, '')}>{esc(gate.status)}{detail}</td>"
 
 
 def _comparison_table(data: RunData) -> tuple[str, str]:
@@ -390,10 +383,10 @@ def _comparison_table(data: RunData) -> tuple[str, str]:
     used_marks: dict[str, str] = {}
 
     def section(title: str) -> None:
-        rows.append(f'<tr class="section"><th colspan="{width}">{_e(title)}</th></tr>')
+        rows.append(f'<tr class="section"><th colspan="{width}">{esc(title)}</th></tr>')
 
     def row(name: str, cells: Sequence[str]) -> None:
-        rows.append(f"<tr><td>{_e(name)}</td>{''.join(cells)}</tr>")
+        rows.append(f"<tr><td>{esc(name)}</td>{''.join(cells)}</tr>")
 
     if any(m.gate is not None for m in columns):
         section("Safety gate (validation split; the stage's metric before → after, and its limit)")
@@ -401,28 +394,29 @@ def _comparison_table(data: RunData) -> tuple[str, str]:
 
     section("Cost")
     costs = [_cost(data, m) for m in columns]
-    row("Parameters", [f"<td>{_e(_count(c['params']))}</td>" for c in costs])
-    row("MACs per image", [f"<td>{_e(_count(c['macs']))}</td>" for c in costs])
-    row("Model file", [f"<td>{_e(_mib(c['file_bytes']))}</td>" for c in costs])
-    row("ONNX file", [f"<td>{_e(_mib(c['onnx_bytes']))}</td>" for c in costs])
+    row("Parameters", [f"<td>{esc(_count(c['params']))}</td>" for c in costs])
+    row("MACs per image", [f"<td>{esc(_count(c['macs']))}</td>" for c in costs])
+    row("Model file", [f"<td>{esc(_mib(c['file_bytes']))}</td>" for c in costs])
+    row("ONNX file", [f"<td>{esc(_mib(c['onnx_bytes']))}</td>" for c in costs])
     for runtime, name in _RUNTIMES:
         cells, speed = [], []
         for model in columns:
             stats = _latency(data.bench_entry(model.bench_key), runtime)
             spread = ""
-            p10, p90 = (number((stats or {}).get(k)) for k in ("p10_ms", "p90_ms"))
-            if p10 is not None and p90 is not None:
-                spread = f' <span class="ci">p10–p90 {p10:.3g}–{p90:.3g}</span>'
-            cells.append(f"<td>{_e(_ms(None if stats is None else number(stats['median_ms'])))}{spread}</td>")
+            if stats is not None:
+                spread = f' <span class="ci">p10–p90 {stats.p10_ms:.3g}–{stats.p90_ms:.3g}</span>'
+            cells.append(f"<td>{esc(_ms(None if stats is None else number(stats.median_ms)))}{spread}</td>")
             is_base = model.kind == "base"
-            ratio = None if is_base else _speedup(data, model.bench_key, runtime)
-            speed.append(f"<td>{'—' if is_base else _e(_f(ratio) + '×' if ratio is not None else 'n/a')}</td>")
+            ratio = None if is_base else data.speedup(model.bench_key, runtime)
+            speed.append(f"<td>{'—' if is_base else esc(fmt(ratio) + '×' if ratio is not None else 'n/a')}</td>")
         row(f"{name} latency (median)", cells)
         row(f"{name} speed-up vs base", speed)
 
-    flags = small_sample(data.base, data.classes, data.base_model.predictions)
+    lead = data.headline
+    word = data.words(lead.per_class)
+    flags = small_sample(data.base, data.classes, data.base_model.predictions, metric=word)
     split = data.base.get("split", "test")
-    title = (f"Quality on the {split} split ({_level(data.base)} intervals; ▼/▲ outside the base model's interval, "
+    title = (f"Quality on the {split} split ({level(data.base)} intervals; ▼/▲ outside the base model's interval, "
              "green better, red worse)")
     if flags.split:
         title += (f" — split too small to judge ({data.base.get('n_patients', '?')} patients, fewer than "
@@ -448,23 +442,21 @@ def _comparison_table(data: RunData) -> tuple[str, str]:
                                       lower_is_better=lower_is_better, mark=mark))
         row(name, cells)
 
-    for name, summary_key in (("Balanced accuracy", "balanced_accuracy"), ("Macro F1", "macro_f1"),
-                              ("Worst-class sensitivity", "worst_class_sensitivity")):
-        metric_row(name, lambda m, k=summary_key: number(m.get(k)), summary_key)
-    metric_row("ECE (calibration error; lower is better)", lambda m: number(m.get("ece")), "ece",
-               lower_is_better=True)
+    for spec in data.task.summary_metrics:
+        metric_row(_row_label(spec), lambda m, k=spec.key: number(m.get(k)), spec.key,
+                   lower_is_better=not spec.higher_is_better)
     for cls in data.classes:
-        support = ((data.base.get("per_class") or {}).get(cls) or {}).get("support")
-        title = f"Class {cls}" + (f" (support {support})" if support is not None else "")
+        support = per_class_value(data.base, cls, "support")
+        title = f"Class {cls}" + (f" (support {support:g})" if support is not None else "")
         if cls in flags.classes:
             title += (f" — too few images to judge ({flags.classes[cls]}, fewer than {flags.min_class_support}; "
-                      "one error moves its sensitivity by "
+                      f"one error moves its {word} by "
                       + (f"{1 / flags.classes[cls]:.2f})" if flags.classes[cls] else "an undefined amount)"))
         section(title)
-        for metric in PER_CLASS_METRICS:
-            metric_row(_METRIC_NAMES[metric], lambda m, c=cls, q=metric: per_class_value(m, c, q),
-                       f"per_class.{cls}.{metric}")
-    notes = [f"Intervals are {_level(data.base)} {data.base.get('bootstrap_unit', 'patient')}-level percentile "
+        for spec in data.task.per_class_metrics:
+            metric_row(_row_label(spec), lambda m, c=cls, q=spec.key: per_class_value(m, c, q),
+                       f"per_class.{cls}.{spec.key}", lower_is_better=not spec.higher_is_better)
+    notes = [f"Intervals are {level(data.base)} {data.base.get('bootstrap_unit', 'patient')}-level percentile "
              "bootstrap intervals unless marked"
              + (": " + "; ".join(f"{mark} {legend}" for mark, legend in used_marks.items()) if used_marks else "")
              + "."]
@@ -472,216 +464,168 @@ def _comparison_table(data: RunData) -> tuple[str, str]:
         notes.append("Classes and splits marked 'too few to judge' have intervals too wide for any comparison on "
                      "them to mean much" + (" (flags derived from the supports: this metrics.json has no "
                                             "small_sample section)" if flags.derived else "") + ".")
-    return "<table>" + "".join(rows) + "</table>", "".join(_note(n) for n in notes)
-
-
-def _plot(draw: Callable[[], Any], alt: str, caption: str) -> str:
-    """Draw a figure (a path or a :class:`~medprune.report.plots.Plotted`) and embed it; a figure the
-    data cannot support says why instead."""
-    try:
-        return _image(Path(draw()), alt, caption)
-    except DataError as err:
-        logger.warning("report: %s not drawn: %s", alt, err)
-        return f'<p class="problem">{_e(alt)} could not be drawn: {_e(err)}</p>'
-
-
-def _colours(data: RunData) -> dict[str, str]:
-    """One colour per model label, shared by every figure."""
-    return {m.label: model_colour(i) for i, m in enumerate(data.models)}
+    return "<table>" + "".join(rows) + "</table>", "".join(note(n) for n in notes)
 
 
 def _tradeoff_points(data: RunData) -> list[TradeoffPoint]:
+    """Every model, and every sweep point, on the plane of the task's headline and gate metrics."""
+    lead = data.headline
     points = []
     for i, model in enumerate(data.models):
         metrics = model.metrics
         if metrics is None:
             continue
         cost = _cost(data, model)
-        worst = number(metrics.get("worst_class_sensitivity"))
-        if worst is None and (cls := worst_class(metrics, classes=data.classes)[0]) is not None:
-            worst = per_class_value(metrics, cls, "sensitivity")
+        worst = number(metrics.get(lead.gate.key))
+        if worst is None and (cls := _worst_class(metrics, data)) is not None:
+            worst = per_class_value(metrics, cls, lead.per_class.key)
         points.append(TradeoffPoint(
             label=model.label, kind="base" if model.kind == "base" else "stage", macs=cost["macs"],
             ort_ms=_median(data.bench_entry(model.bench_key), "onnxruntime"),
-            balanced_accuracy=number(metrics.get("balanced_accuracy")), worst_class_sensitivity=worst,
-            balanced_accuracy_ci=interval(metrics, "balanced_accuracy"),
-            worst_class_sensitivity_ci=interval(metrics, "worst_class_sensitivity"), colour=model_colour(i)))
+            score=number(metrics.get(lead.score.key)), worst=worst, score_ci=interval(metrics, lead.score.key),
+            worst_ci=interval(metrics, lead.gate.key), colour=model_colour(i)))
     for p in (data.sweep or {}).get("points") or []:
         if not isinstance(p, Mapping):
             continue
         label = f"{p.get('criterion', '?')} {p.get('ratio', '?')}"
         points.append(TradeoffPoint(
             label=label, kind="sweep", macs=number(p.get("macs")), ort_ms=number(p.get("ort_ms")),
-            balanced_accuracy=number(p.get("balanced_accuracy")),
-            worst_class_sensitivity=number(p.get("worst_class_sensitivity"))))
+            score=number(p.get(lead.score.key)), worst=number(p.get(lead.gate.key))))
     return points
 
 
-def _roc_classes(data: RunData) -> list[str]:
-    """Two classes: the minority one (its curve mirrors the other's); more: every class."""
-    if len(data.classes) > 2:
-        return list(data.classes)
-    supports = [(per_class_value(data.base, c, "support") or 0.0, -i, c) for i, c in enumerate(data.classes)]
-    return [min(supports)[2]]
+def _curve_metrics(data: RunData, logs: Sequence[TrainingLog]) -> list[tuple[str, str]]:
+    """The task's selection metrics the logs hold (``val_<metric>``), the default selection and the
+    gate's first, at most :data:`_CURVE_METRICS`, named as the table names them."""
+    task = data.task
+    held = set(validation_keys(logs))
+    labels = {spec.key: spec for spec in task.summary_metrics}
+    order = dict.fromkeys([task.default_selection, task.gate_metric, *task.selection_metrics])
+    chosen = [m for m in order if m != "loss" and f"val_{m}" in held][:_CURVE_METRICS]
+    return [(f"val_{m}", "val " + (data.words(labels[m]) if m in labels else m.replace("_", " "))) for m in chosen]
 
 
 def _curves_section(data: RunData, suffix: str) -> str:
     root = data.run_dir
-    colours = _colours(data)
+    model_colours = colours(data)
     logs, log_colours = [], {}
     for model in data.models:
         for log in model.logs:
             logs.append(log)
-            log_colours[log.label] = colours[model.label]
+            log_colours[log.label] = model_colours[model.label]
     if not logs:
-        return _note("Training curves: not found (no metrics.jsonl in the run directory or a stage folder).")
+        return note("Training curves: not found (no metrics.jsonl in the run directory or a stage folder).")
+    metrics = _curve_metrics(data, logs)
+    shown = " and ".join(name.removeprefix("val ") for _, name in metrics) or "no validation metric"
     caption = ("Base training, then each fine-tuning in pipeline order (its folder names the segment). Losses on a "
                f"log scale; red rings mark an epoch whose loss is more than {OUTLIER_FACTOR:g}× the median of its "
                "training (or not a number). A jumpy or exploding validation loss means an unstable training: "
-               "distrust the model it produced.")
-    return _plot(lambda: plot_training_curves(logs, root / "report_training_curves.png", colours=log_colours,
-                                              title=f"Training curves{suffix}"), "Training curves", caption)
-
-
-def _roc_section(data: RunData, suffix: str) -> str:
-    root = data.run_dir
-    models = {m.label: m.predictions for m in data.models if m.predictions is not None}
-    if not models:
-        return _note("ROC: not drawn (no predictions.csv beside the base or a compressed model's metrics.json).")
-    missing = [m.label for m in data.models if m.predictions is None]
-    classes = _roc_classes(data)
-    auc_ci = {m.label: {c: interval(m.metrics, f"per_class.{c}.auc") for c in classes} for m in data.models}
-    which = (f"the minority class, {classes[0]} (with two classes the other curve is its mirror)"
-             if len(classes) == 1 else "each class against the rest")
-    caption = (f"ROC of {which}, every model on the same axes, from each model's predictions.csv. Legend: AUC "
-               f"(scikit-learn) and its {_level(data.base)} bootstrap interval from metrics.json."
-               + (f" No predictions.csv for: {', '.join(missing)}." if missing else ""))
-    return _plot(lambda: plot_roc_comparison(models, classes, root / "report_roc.png", auc_ci=auc_ci,
-                                             colours=_colours(data), title=f"ROC, base vs compressed{suffix}"),
-                 "ROC", caption)
-
-
-def _reliability_section(data: RunData, suffix: str) -> str:
-    root = data.run_dir
-    chosen = [data.base_model] + ([data.final] if data.final is not None else [])
-    models = {m.label: m.predictions for m in chosen if m.predictions is not None}
-    if not models:
-        return _note("Reliability diagram: not drawn (no predictions.csv for the base or the final model).")
-    ece = {m.label: (number((m.metrics or {}).get("ece")), interval(m.metrics, "ece")) for m in chosen}
-    caption = ("Accuracy against confidence, base vs the final compressed model: on the diagonal the probabilities "
-               "can be read as such; below it the model is over-confident. Legend: ECE and its interval from "
-               "metrics.json (the table has every model's).")
-    return _plot(lambda: plot_reliability(models, root / "report_reliability.png", ece=ece, colours=_colours(data),
-                                          title=f"Calibration{suffix}"), "Reliability diagram", caption)
+               f"distrust the model it produced. Below: validation {shown} per epoch.")
+    return plot(lambda: plot_training_curves(logs, root / "report_training_curves.png", colours=log_colours,
+                                             metrics=metrics, title=f"Training curves{suffix}"),
+                "Training curves", caption)
 
 
 def _plots(data: RunData, suffix: str) -> str:
     root = data.run_dir
+    lead = data.headline
     out = ["<h3>Per-class metrics</h3>"]
     results = {m.label: m.metrics for m in data.models if m.metrics is not None}
-    out.append(_plot(lambda: plot_per_class_metrics(results, data.classes, root / _PLOTS[0], title=f"Per-class "
-                                                    f"metrics{suffix} (error bars: 95 % CI)"),
-                     "Per-class metrics", "Each panel is one metric; bars are classes × models. Error bars are the "
-                     "bootstrap intervals — where they overlap, the test set cannot tell the models apart."))
+    specs = data.task.per_class_metrics
+    out.append(plot(lambda: plot_per_class_metrics(results, data.classes, root / _PLOTS[0],
+                                                   metrics=[s.key for s in specs],
+                                                   labels={s.key: _row_label(s) for s in specs},
+                                                   title=f"Per-class metrics{suffix} (error bars: 95 % CI)"),
+                    "Per-class metrics", f"{', '.join(s.label for s in specs)} of every class; "
+                    "bars are classes × models. Error bars are the bootstrap intervals — where "
+                    "they overlap, the test set cannot tell the models apart."))
 
     out.append("<h3>Training curves</h3>")
     out.append(_curves_section(data, suffix))
-    out.append("<h3>ROC</h3>")
-    out.append(_roc_section(data, suffix))
-    out.append("<h3>Calibration</h3>")
-    out.append(_reliability_section(data, suffix))
+    out.extend(evaluation_sections(data, suffix))
 
-    out.append("<h3>Accuracy vs cost</h3>")
+    out.append("<h3>Quality vs cost</h3>")
     points = _tradeoff_points(data)
+    labels = (data.words(lead.score), data.words(lead.gate))
     sweep_note = ""
     if data.sweep is None:
         sweep_note = " Pruning sweep: not run (sweep/sweep.json not found)." if not data.problem("sweep/sweep.json") \
             else f" sweep/sweep.json {data.problem('sweep/sweep.json')}."
     else:
-        sweep_base = number((data.sweep.get("base") or {}).get("balanced_accuracy"))
-        base_ba = number(data.base.get("balanced_accuracy"))
-        if sweep_base is not None and base_ba is not None and abs(sweep_base - base_ba) > 1e-6:
-            sweep_note = (f" The sweep's base model scores balanced accuracy {sweep_base:.3f} against {base_ba:.3f}"
+        sweep_base = number((data.sweep.get("base") or {}).get(lead.score.key))
+        base_score = number(data.base.get(lead.score.key))
+        if sweep_base is not None and base_score is not None and abs(sweep_base - base_score) > 1e-6:
+            sweep_note = (f" The sweep's base model scores {labels[0]} {sweep_base:.3f} against {base_score:.3f}"
                           " here: the sweep was evaluated on another split or setting, so compare sweep points with"
                           " each other rather than with the large markers.")
+    title = f"{lead.score.label} and {labels[1]}"
     if any(p.macs is not None for p in points):
-        out.append(_plot(lambda: plot_tradeoff(points, root / _PLOTS[1], x="macs",
-                                               title=f"Accuracy vs MACs{suffix}"),
-                         "Accuracy vs MACs", "Large markers: base and compressed stages with 95 % intervals; grey dots:"
-                         " pruning sweep; dashed: the frontier (no other point is cheaper and better)." + sweep_note))
+        out.append(plot(lambda: plot_tradeoff(points, root / _PLOTS[1], x="macs", labels=labels,
+                                              title=f"{title} vs MACs{suffix}"),
+                        "Quality vs MACs", "Large markers: base and compressed stages with 95 % intervals; grey dots:"
+                        " pruning sweep; dashed: the frontier (no other point is cheaper and better)." + sweep_note))
     else:
-        out.append(_note("Accuracy vs MACs: no MACs recorded (bench not run, no pruning summary)." + sweep_note))
+        out.append(note("Quality vs MACs: no MACs recorded (bench not run, no pruning summary)." + sweep_note))
     if any(p.ort_ms is not None for p in points):
-        out.append(_plot(lambda: plot_tradeoff(points, root / _PLOTS[2], x="ort_ms",
-                                               title=f"Accuracy vs measured latency{suffix}"),
-                         "Accuracy vs latency", "The same against measured ONNX Runtime latency: MACs do not translate "
-                         "one-to-one into time."))
+        out.append(plot(lambda: plot_tradeoff(points, root / _PLOTS[2], x="ort_ms", labels=labels,
+                                              title=f"{title} vs measured latency{suffix}"),
+                        "Quality vs latency", "The same against measured ONNX Runtime latency: MACs do not translate "
+                        "one-to-one into time."))
     else:
-        out.append(_note("Accuracy vs measured latency: not run (no ONNX Runtime latency in bench.json)."))
+        out.append(note("Quality vs measured latency: not run (no ONNX Runtime latency in bench.json)."))
 
     out.append("<h3>Latency and size</h3>")
-    models: dict[str, Mapping[str, Any]] = {}
-    colours: dict[str, str] = {}
+    models: dict[str, BenchEntry] = {}
+    bar_colours: dict[str, str] = {}
     speedups: dict[str, dict[str, float]] = {}
     for i, model in enumerate(data.models):
         if (entry := data.bench_entry(model.bench_key)) is not None:
-            models[model.label], colours[model.label] = entry, model_colour(i)
+            models[model.label], bar_colours[model.label] = entry, model_colour(i)
             speedups[model.label] = {runtime: v for runtime, _ in _RUNTIMES if model.kind != "base"
-                                     and (v := _speedup(data, model.bench_key, runtime)) is not None}
+                                     and (v := data.speedup(model.bench_key, runtime)) is not None}
     if data.bench is None:
-        out.append(_missing(data, "bench.json", "Latency and size"))
-    elif "base" not in models:
-        out.append(_note("Latency and size: bench.json has no base model entry, so no speed-up can be computed."))
+        out.append(missing(data, "bench.json", "Latency and size"))
+    elif data.base_model.label not in models:
+        out.append(note("Latency and size: bench.json has no base model entry, so no speed-up can be computed."))
     else:
-        out.append(_plot(lambda: plot_latency_and_size(models, root / _PLOTS[3], colours=colours, speedups=speedups,
-                                                       title=f"Measured latency and size{suffix}"),
-                         "Latency and size", "Median over interleaved rounds on one machine, one panel per runtime "
-                         "(each with its own axis); labels give the ratio to the base model."))
+        out.append(plot(lambda: plot_latency_and_size(models, root / _PLOTS[3], colours=bar_colours,
+                                                      speedups=speedups, title=f"Measured latency and size{suffix}"),
+                        "Latency and size", "Median over interleaved rounds on one machine, one panel per runtime "
+                        "(each with its own axis); labels give the ratio to the base model."))
 
-    out.append("<h3>Where the pruner cut, and confusion matrices</h3>")
-    gallery = []
+    out.append("<h3>Where the pruner cut</h3>")
+    kept = []
     for stage in data.stages:
         if (stage.path / "kept_channels.png").is_file():
-            gallery.append(_image(stage.path / "kept_channels.png", f"Channels kept ({stage.label})",
-                                  f"Channels kept per layer — {stage.label}"))
-    if not gallery:
-        gallery.append(_note("Channels kept per layer: not run (no kept_channels.png in a stage folder)."))
-    out.extend(gallery)
-    matrices = []
-    for model in data.models:
-        if (model.path / "confusion_matrix.png").is_file():
-            matrices.append(_image(model.path / "confusion_matrix.png", f"Confusion matrix ({model.label})",
-                                   f"Confusion matrix — {model.label}"))
-        elif model.kind != "int8":
-            matrices.append(_note(f"Confusion matrix — {model.label}: not found."))
-    out.append('<div class="gallery">' + "".join(matrices) + "</div>")
+            kept.append(image(stage.path / "kept_channels.png", f"Channels kept ({stage.label})",
+                              f"Channels kept per layer — {stage.label}"))
+    if not kept:
+        kept.append(note("Channels kept per layer: not run (no kept_channels.png in a stage folder)."))
+    out.extend(kept)
     return "\n".join(out)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def _provenance(data: RunData) -> str:
     out = ["<h3>Stages</h3>"]
-    stages = (data.run or {}).get("stages")
-    if isinstance(stages, Mapping) and stages:
+    if data.record is not None and data.record.stages:
         rows = []
-        for name, info in stages.items():
-            info = info if isinstance(info, Mapping) else {}
-            seconds = number(info.get("seconds"))
-            gate = info.get("gate")
-            rows.append((name, info.get("status", "?"), "" if seconds is None else f"{seconds:.1f}",
-                         info.get("note") or "", gate.get("status", "?") if isinstance(gate, Mapping) else ""))
+        for name, stage in data.record.stages.items():
+            seconds = number(stage.seconds)
+            gate = stage.gate.get("status", "?") if isinstance(stage.gate, Mapping) else ""
+            rows.append((name, stage.status, "" if seconds is None else f"{seconds:.1f}", stage.note or "", gate))
         out.append(_table(("stage", "status", "seconds", "note", "safety gate"), rows))
     else:
-        out.append(_missing(data, "run.json", "Stage table"))
+        out.append(missing(data, "run.json", "Stage table"))
 
     out.append("<h3>Export parity (ONNX vs PyTorch)</h3>")
     if data.export is None:
-        out.append(_missing(data, "export/export.json", "Export"))
+        out.append(missing(data, "export/export.json", "Export"))
     else:
         rows = []
         for precision in ("fp32", "int8"):
@@ -698,28 +642,25 @@ def _provenance(data: RunData) -> str:
 
     out.append("<h3>Machine and versions</h3>")
     if data.bench is None:
-        out.append(_missing(data, "bench.json", "Benchmark"))
+        out.append(missing(data, "bench.json", "Benchmark"))
     else:
         bench = data.bench
-        machine = bench.get("machine") or {}
-        rows = [(f"machine: {k}", v) for k, v in machine.items()]
-        rows += [(f"version: {k}", v) for k, v in (bench.get("versions") or {}).items()]
-        size = bench.get("input_size")
-        rows += [("input", f"batch {bench.get('batch', '?')} × "
-                  + ("×".join(map(str, size)) if isinstance(size, list) else "?")),
-                 ("threads", bench.get("threads", "?")), ("method", bench.get("method", "?"))]
+        rows = [(f"machine: {k}", v) for k, v in bench.machine.items()]
+        rows += [(f"version: {k}", v) for k, v in bench.versions.items()]
+        rows += [("input", f"batch {bench.batch} × " + ("×".join(map(str, bench.input_size)) or "?")),
+                 ("threads", bench.threads), ("method", bench.method)]
         out.append(_table(("", ""), rows))
 
     out.append("<h3>Configuration (config.yaml)</h3>")
     if data.config_text is None:
-        out.append(_note("config.yaml not found."))
+        out.append(note("config.yaml not found."))
     else:
         if data.problem("config.yaml"):
-            out.append(f'<p class="problem">config.yaml {_e(data.problem("config.yaml"))}</p>')
-        out.append(f"<pre>{_e(data.config_text)}</pre>")
+            out.append(f'<p class="problem">config.yaml {esc(data.problem("config.yaml"))}</p>')
+        out.append(f"<pre>{esc(data.config_text)}</pre>")
     if data.problems:
         out.append("<h3>Files that could not be used</h3><ul>"
-                   + "".join(f"<li>{_e(k)}: {_e(v)}</li>" for k, v in data.problems.items()) + "</ul>")
+                   + "".join(f"<li>{esc(k)}: {esc(v)}</li>" for k, v in data.problems.items()) + "</ul>")
     return "\n".join(out)
 
 
@@ -735,9 +676,9 @@ def _gate_banners(data: RunData) -> list[str]:
             continue
         headline = ("FAILED its safety gate — not for deployment" if gate.status == "failed"
                     else "accepted despite failing its safety gate (--accept-unsafe)")
-        lines = [f"<strong>{_e(model.label)}: {_e(headline)}.</strong>", f"<br>{_e(gate.reason())}"]
+        lines = [f"<strong>{esc(model.label)}: {esc(headline)}.</strong>", f"<br>{esc(gate.reason())}"]
         if gate.warnings:
-            lines.append("<ul>" + "".join(f"<li>{_e(w)}</li>" for w in gate.warnings) + "</ul>")
+            lines.append("<ul>" + "".join(f"<li>{esc(w)}</li>" for w in gate.warnings) + "</ul>")
         css = "gate" if gate.status == "failed" else "gate unsafe"
         out.append(f'<div class="{css}">' + "".join(lines) + "</div>")
     return out
@@ -746,14 +687,15 @@ def _gate_banners(data: RunData) -> list[str]:
 def _warnings_box(data: RunData, warnings: Sequence[ReportWarning]) -> str:
     if not warnings:
         flags = small_sample(data.base, data.classes)
-        return ('<div class="ok">No warnings: no safety gate failed, no model predicts one class only, no compressed '
+        all_clear = DEGENERATE_OUTPUT.get(data.task.name).all_clear
+        return (f'<div class="ok">No warnings: no safety gate failed, {esc(all_clear)}, no compressed '
                 "model beats the base outside the intervals, no training loss exploded, and every class has at "
                 f"least {flags.min_class_support} test images from a split of at least {flags.min_patients} "
-                f"patients. ({_e(WARNINGS_FILE)} lists the same, empty.)</div>")
-    items = "".join(f"<li><strong>{_e(_WARNING_TITLES.get(w.kind, w.kind))}</strong>: {_e(w.message)}</li>"
+                f"patients. ({esc(WARNINGS_FILE)} lists the same, empty.)</div>")
+    items = "".join(f"<li><strong>{esc(_WARNING_TITLES.get(w.kind, w.kind))}</strong>: {esc(w.message)}</li>"
                     for w in warnings)
     return (f'<div class="warnings"><h3>Warnings ({len(warnings)})</h3><ul>{items}</ul>'
-            f'<p class="note">Also in {_e(WARNINGS_FILE)} beside this report, as {{kind, model, message}}.</p></div>')
+            f'<p class="note">Also in {esc(WARNINGS_FILE)} beside this report, as {{kind, model, message}}.</p></div>')
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -781,10 +723,10 @@ def write_report(run_dir: Path | str, *, out: Path | str | None = None) -> Path:
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_e(data.name)} — medprune report</title><style>{_CSS}</style></head><body>",
-        f"<h1>{_e(data.name)} — what compression cost and what it bought</h1>",
-        f'<p class="sub">Report written {_e(now)} from {_e(data.run_dir)}'
-        + (f" · {_e(data.description)}" if data.description else "") + "</p>",
+        f"<title>{esc(data.name)} — medprune report</title><style>{_CSS}</style></head><body>",
+        f"<h1>{esc(data.name)} — what compression cost and what it bought</h1>",
+        f'<p class="sub">Report written {esc(now)} from {esc(data.run_dir)}'
+        + (f" · {esc(data.description)}" if data.description else "") + "</p>",
     ]
     if data.synthetic:
         parts.append('<p class="banner">SYNTHETIC phantom data — these numbers describe the phantom, '
@@ -792,11 +734,12 @@ def write_report(run_dir: Path | str, *, out: Path | str | None = None) -> Path:
     warnings = collect_warnings(data)
     parts.extend(_gate_banners(data))
     parts.append("<h2>Summary</h2>")
-    parts.append('<div class="summary"><p>' + " ".join(_e(s) for s in _summary(data)) + "</p></div>")
+    parts.append(f'<div class="summary"><p class="headline"><strong>{esc(_headline(data))}</strong></p><p>'
+                 + " ".join(esc(s) for s in _summary(data)) + "</p></div>")
     parts.append(_warnings_box(data, warnings))
     parts.append("<h2>Base vs compressed</h2>")
     if not data.stages:
-        parts.append(_missing(data, "run.json", "Compression"))
+        parts.append(missing(data, "run.json", "Compression"))
     table, footnotes = _comparison_table(data)
     parts.append(table)
     parts.append(footnotes)

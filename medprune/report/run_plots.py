@@ -1,11 +1,15 @@
 """Plots of the ``medprune run`` report: what compression cost and what it bought.
 
-Three figures, each comparing the base model with every compressed stage (the first entry is
+Four figures, each comparing the base model with every compressed stage (the first entry is
 always the reference):
 
-* :func:`plot_per_class_metrics` — grouped bars of sensitivity, specificity, PPV, NPV, F1 and AUC
-  per class, with the bootstrap 95 % intervals of ``metrics.json`` as error bars;
-* :func:`plot_tradeoff` — balanced accuracy and worst-class sensitivity against cost (MACs or
+* :func:`plot_per_class_metrics` — grouped bars of per-class metrics (sensitivity, specificity,
+  … for classification; Dice, HD95, … for segmentation), with the bootstrap 95 % intervals of
+  ``metrics.json`` as error bars;
+* :func:`plot_metric_by_class` — one per-class metric (Dice) for every class and the summaries
+  built on it (mean, worst class), with their intervals, on one axis;
+* :func:`plot_tradeoff` — the task's headline metric and its worst-class metric (balanced
+  accuracy and worst-class sensitivity; mean and worst-class Dice) against cost (MACs or
   measured ONNX Runtime latency), with the points of a pruning sweep and their frontier;
 * :func:`plot_latency_and_size` — measured latency, one panel (and linear axis) per runtime so
   the INT8 and ONNX Runtime bars stay readable beside PyTorch's, and file sizes, each bar
@@ -20,7 +24,7 @@ from __future__ import annotations
 import math
 import os
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -28,12 +32,14 @@ from typing import Any, Literal
 import numpy as np
 from matplotlib.figure import Figure
 
+from medprune.compress.latency import BenchEntry
 from medprune.errors import DataError
 from medprune.metrics.classification import PER_CLASS_METRICS
 from medprune.report.compress_plots import BASE_COLOUR, COMPRESSED_COLOUR, per_class_point
 from medprune.report.plots import Plotted, save_figure
 
-__all__ = ["TradeoffPoint", "plot_per_class_metrics", "plot_tradeoff", "plot_latency_and_size", "model_colour"]
+__all__ = ["TradeoffPoint", "plot_per_class_metrics", "plot_metric_by_class", "plot_tradeoff", "plot_latency_and_size",
+           "model_colour"]
 
 # Base and first compressed stage keep the colours of compress_plots; later stages continue the
 # same (seaborn "deep") palette so one model has one colour in every figure of a report.
@@ -63,20 +69,61 @@ def _per_class(metrics: Mapping[str, Any], label: str, cls: str,
     return value, _interval(ci, value)
 
 
+def _bars(ax: Any, names: Sequence[str], results: Mapping[str, Any],
+          point: Callable[[str, Any, str], tuple[float, tuple[float, float] | None]]) -> None:
+    """Grouped bars on ``ax``: one group per name, one bar per model, error bars where there is an
+    interval, values written on the bars while they stay readable; an undefined value says "n/a".
+    The y axis spans [0, 1] unless a value or interval exceeds 1 (HD95 in pixels)."""
+    k, m = len(names), len(results)
+    width = 0.8 / m
+    x = np.arange(k)
+    label_bars = k * m <= 16  # beyond that the numbers overlap; the table has them
+    drawn = [[point(label, result, name) for name in names] for label, result in results.items()]
+    top = max([1.0] + [v + (ci[1] if ci else 0.0) for pairs in drawn for v, ci in pairs if not math.isnan(v)])
+    for j, (label, pairs) in enumerate(zip(results, drawn)):
+        values = np.array([v for v, _ in pairs])
+        shown = np.nan_to_num(values, nan=0.0)
+        pos = x - 0.4 + width * (j + 0.5)
+        bars = ax.bar(pos, shown, width, color=model_colour(j), label=label)
+        has_ci = np.array([ci is not None for _, ci in pairs])
+        if has_ci.any():
+            err = np.array([ci if ci is not None else (0.0, 0.0) for _, ci in pairs]).T
+            ax.errorbar(pos[has_ci], shown[has_ci], yerr=err[:, has_ci], fmt="none", ecolor="0.15",
+                        elinewidth=0.9, capsize=2)
+        for bar, v in zip(bars, values):
+            if math.isnan(v) or label_bars:
+                inside = not math.isnan(v) and v >= 0.25 * top
+                ax.text(bar.get_x() + bar.get_width() / 2, v / 2 if inside else 0.02 * top,
+                        "n/a" if math.isnan(v) else f"{v:.2f}", ha="center",
+                        va="center" if inside else "bottom", fontsize=6.5, rotation=90,
+                        color="white" if inside else "0.2")
+    ax.set_xticks(x, names, rotation=45 if k > 4 else 0, ha="right" if k > 4 else "center", fontsize=8)
+    if top <= 1.0:
+        ax.set_ylim(0.0, 1.08)
+        ax.set_yticks(np.linspace(0.0, 1.0, 6))
+    else:
+        ax.set_ylim(0.0, 1.08 * top)
+    ax.tick_params(axis="y", labelsize=8)
+    ax.grid(True, axis="y", linewidth=0.4, alpha=0.5)
+
+
 def plot_per_class_metrics(
     results: Mapping[str, Mapping[str, Any]],
     classes: Sequence[str],
     path: str | os.PathLike[str],
     *,
     metrics: Sequence[str] = PER_CLASS_METRICS,
+    labels: Mapping[str, str] | None = None,
     title: str | None = None,
 ) -> Path:
     """One panel per metric; in each, bars per class for every model, with 95 % intervals.
 
     ``results`` maps a model label (``"base"``, ``"pruned (taylor, ratio 0.50)"``) to its
-    ``classification_metrics`` result (``metrics.json``); insertion order is drawing order and
-    the first is the reference. A missing interval draws the bar without an error bar; an
-    undefined value (``None``) draws no bar and writes "n/a". Returns the written path.
+    ``metrics.json``; insertion order is drawing order and the first is the reference.
+    ``metrics`` are keys of its ``per_class`` entries (default: classification's); ``labels``
+    names their panels (``{"hd95": "HD95 (px; lower is better)"}``). A panel spans [0, 1] unless a
+    value exceeds 1. A missing interval draws the bar without an error bar; an undefined value
+    (``None``) draws no bar and writes "n/a". Returns the written path.
 
     Raises:
         DataError: if ``results``, ``classes`` or ``metrics`` is empty, or a model lacks a class
@@ -91,61 +138,90 @@ def plot_per_class_metrics(
     panel_width = max(3.2, 0.8 + 0.32 * k * m + 0.25 * k)
     fig = Figure(figsize=(panel_width * ncols, 3.4 * nrows + 0.6))
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    width = 0.8 / m
-    x = np.arange(k)
-    label_bars = k * m <= 16  # beyond that the numbers overlap; the table has them
     for ax, metric in zip(axes, metrics):
-        for j, (label, result) in enumerate(results.items()):
-            pairs = [_per_class(result, label, c, metric) for c in names]
-            values = np.array([v for v, _ in pairs])
-            shown = np.nan_to_num(values, nan=0.0)
-            pos = x - 0.4 + width * (j + 0.5)
-            bars = ax.bar(pos, shown, width, color=model_colour(j), label=label)
-            has_ci = np.array([ci is not None for _, ci in pairs])
-            if has_ci.any():
-                err = np.array([ci if ci is not None else (0.0, 0.0) for _, ci in pairs]).T
-                ax.errorbar(pos[has_ci], shown[has_ci], yerr=err[:, has_ci], fmt="none", ecolor="0.15",
-                            elinewidth=0.9, capsize=2)
-            for bar, v in zip(bars, values):
-                if math.isnan(v) or label_bars:
-                    inside = not math.isnan(v) and v >= 0.25
-                    ax.text(bar.get_x() + bar.get_width() / 2, v / 2 if inside else 0.02,
-                            "n/a" if math.isnan(v) else f"{v:.2f}", ha="center",
-                            va="center" if inside else "bottom", fontsize=6.5, rotation=90,
-                            color="white" if inside else "0.2")
-        ax.set_xticks(x, names, rotation=45 if k > 4 else 0, ha="right" if k > 4 else "center", fontsize=8)
-        ax.set_ylim(0.0, 1.08)
-        ax.set_yticks(np.linspace(0.0, 1.0, 6))
-        ax.tick_params(axis="y", labelsize=8)
-        ax.set_title(_METRIC_LABELS.get(metric, metric), fontsize=9)
-        ax.grid(True, axis="y", linewidth=0.4, alpha=0.5)
+        _bars(ax, names, results, lambda label, result, cls, q=metric: _per_class(result, label, cls, q))
+        ax.set_title((labels or {}).get(metric) or _METRIC_LABELS.get(metric, metric), fontsize=9)
     for ax in axes[len(metrics):]:
         ax.set_visible(False)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(m, 4), fontsize=8, frameon=False)
+    handles, legend = axes[0].get_legend_handles_labels()
+    fig.legend(handles, legend, loc="lower center", ncol=min(m, 4), fontsize=8, frameon=False)
     fig.suptitle(title if title is not None else "Per-class metrics per model (error bars: 95 % CI)", fontsize=10)
     fig.subplots_adjust(bottom=0.1 + 0.03 * math.ceil(m / 4), hspace=0.35)
     return save_figure(fig, path).path
 
 
+def plot_metric_by_class(
+    results: Mapping[str, Mapping[str, Any]],
+    classes: Sequence[str],
+    path: str | os.PathLike[str],
+    *,
+    metric: str,
+    label: str,
+    summaries: Sequence[tuple[str, str]] = (),
+    title: str | None = None,
+) -> Plotted:
+    """One per-class metric for every class, then the summaries built on it, every model side by side.
+
+    ``results`` maps a model label to its ``metrics.json`` (the first is the reference);
+    ``metric`` is a key of its ``per_class`` entries (``"dice"``), ``label`` how the axis names it;
+    ``summaries`` are ``(group name, summary key)`` pairs drawn after the classes —
+    ``(("mean", "mean_dice"), ("worst class", "worst_class_dice"))``. Error bars are the
+    ``ci`` intervals of ``metrics.json``. ``values["<model> / <group>"]`` holds every drawn value.
+
+    Raises:
+        DataError: if ``results`` or ``classes`` is empty, a model lacks a class (the message names
+            both), or the suffix is not .png/.pdf/.svg.
+    """
+    names = [str(c) for c in classes]
+    if not results or not names:
+        raise DataError("plot_metric_by_class: need at least one model and one class")
+    summary_keys = dict(summaries)
+    groups = names + list(summary_keys)
+    values: dict[str, float] = {}
+
+    def point(model: str, result: Any, group: str) -> tuple[float, tuple[float, float] | None]:
+        if group in summary_keys:
+            raw = result.get(summary_keys[group])
+            value = float(raw) if isinstance(raw, (int, float)) and not isinstance(raw, bool) else math.nan
+            ci = _interval((result.get("ci") or {}).get(summary_keys[group]), value)
+        else:
+            value, ci = _per_class(result, model, group, metric)
+        if not math.isnan(value):
+            values[f"{model} / {group}"] = value
+        return value, ci
+
+    fig = Figure(figsize=(max(5.0, 1.2 + 0.35 * len(groups) * len(results) + 0.3 * len(groups)), 4.2))
+    ax = fig.add_subplot()
+    _bars(ax, groups, results, point)
+    if summary_keys:
+        ax.axvline(len(names) - 0.5, color="0.45", linewidth=0.8)
+    ax.set_ylabel(label, fontsize=9)
+    ax.set_title(f"{label} per class" + (" and " + ", ".join(summary_keys) if summary_keys else ""), fontsize=9)
+    ax.legend(loc="upper right", fontsize=7)
+    fig.suptitle(title if title is not None else f"{label} per class (error bars: 95 % CI)", fontsize=10)
+    return save_figure(fig, path, values)
+
+
 @dataclass(frozen=True)
 class TradeoffPoint:
-    """One model on the accuracy-vs-cost plane.
+    """One model on the quality-vs-cost plane.
 
     ``kind`` is ``"base"``, ``"stage"`` (a compressed stage of the run) or ``"sweep"`` (a point
     of a pruning sweep, drawn small and grey). ``macs`` and ``ort_ms`` are costs (``None`` when
-    not measured); the ``*_ci`` fields are ``(low, high)`` bootstrap intervals or ``None``.
-    ``colour`` overrides the default colour of the kind.
+    not measured). ``score`` is the task's headline metric (balanced accuracy, mean Dice) and
+    ``worst`` its worst-class metric (worst-class sensitivity, worst-class Dice); the ``*_ci``
+    fields are their ``(low, high)`` bootstrap intervals or ``None``. ``colour`` overrides the
+    default colour of the kind.
     """
 
     label: str
     kind: Literal["base", "stage", "sweep"]
     macs: float | None
     ort_ms: float | None
-    balanced_accuracy: float | None
-    worst_class_sensitivity: float | None
-    balanced_accuracy_ci: tuple[float, float] | None = None
-    worst_class_sensitivity_ci: tuple[float, float] | None = None
+    score: float | None
+    worst: float | None
+    score_ci: tuple[float, float] | None = None
+    worst_ci: tuple[float, float] | None = None
     colour: str | None = None
 
 
@@ -166,9 +242,12 @@ def plot_tradeoff(
     path: str | os.PathLike[str],
     *,
     x: Literal["macs", "ort_ms"] = "macs",
+    labels: tuple[str, str] = ("score", "worst-class score"),
     title: str | None = None,
 ) -> Path:
-    """Balanced accuracy (left) and worst-class sensitivity (right) against MACs or ONNX Runtime latency.
+    """The headline metric (left) and the worst-class metric (right) against MACs or ONNX Runtime latency.
+
+    ``labels`` name the two panels' metrics (``("mean Dice", "worst-class Dice")``).
 
     Base and compressed stages are large labelled markers with their 95 % intervals; sweep
     points are small grey dots. The dashed line joins the Pareto frontier over all drawn points
@@ -183,7 +262,7 @@ def plot_tradeoff(
         raise DataError(f"plot_tradeoff: x must be 'macs' or 'ort_ms', got {x!r}")
     scale, xlabel = ((1e6, "MACs per image (millions)") if x == "macs"
                      else (1.0, "ONNX Runtime latency (ms per image, median)"))
-    panels = (("balanced_accuracy", "balanced accuracy"), ("worst_class_sensitivity", "worst-class sensitivity"))
+    panels = (("score", labels[0]), ("worst", labels[1]))
     usable = [p for p in points if getattr(p, x) is not None
               and any(getattr(p, metric) is not None for metric, _ in panels)]
     if not usable:
@@ -231,20 +310,21 @@ def plot_tradeoff(
         ax.set_ylim(min([0.5, *(y - 0.05 for y in ys), *(low - 0.02 for low in lows)]), 1.02)
         ax.grid(True, linewidth=0.4, alpha=0.5)
         ax.tick_params(labelsize=8)
-    axes[0].legend(loc="lower right", fontsize=7)
-    default = ("Accuracy vs MACs" if x == "macs" else "Accuracy vs measured latency") + " (error bars: 95 % CI)"
+    legend_ax = next((ax for ax in axes if ax.get_legend_handles_labels()[1]), None)
+    if legend_ax is not None:
+        legend_ax.legend(loc="lower right", fontsize=7)
+    default = ("Quality vs MACs" if x == "macs" else "Quality vs measured latency") + " (error bars: 95 % CI)"
     fig.suptitle(title if title is not None else default, fontsize=10)
     return save_figure(fig, path).path
 
 
-def _median(entry: Mapping[str, Any], runtime: str) -> float | None:
-    stats = (entry.get("latency_ms") or {}).get(runtime) or {}
-    value = stats.get("median_ms")
-    return float(value) if value is not None else None
+def _median(entry: BenchEntry, runtime: str) -> float | None:
+    stats = entry.latency_ms.get(runtime)
+    return stats.median_ms if stats is not None else None
 
 
-def _bytes(entry: Mapping[str, Any], key: str) -> float | None:
-    value = entry.get(key)
+def _bytes(entry: BenchEntry, key: str) -> float | None:
+    value = getattr(entry, key)
     return float(value) if value is not None else None
 
 
@@ -303,7 +383,7 @@ def _latency_panel(ax: Any, models: Sequence[str], values: Mapping[str, float], 
 
 
 def plot_latency_and_size(
-    models: Mapping[str, Mapping[str, Any]],
+    models: Mapping[str, BenchEntry | Mapping[str, Any]],
     path: str | os.PathLike[str],
     *,
     colours: Mapping[str, str] | None = None,
@@ -312,8 +392,9 @@ def plot_latency_and_size(
 ) -> Plotted:
     """Median latency, one panel per runtime, and file sizes, labelled with the ratio to the first model.
 
-    ``models`` maps a label to a ``bench.json`` model entry (``latency_ms.torch`` /
-    ``latency_ms.onnxruntime`` ``median_ms``, ``file_bytes``, ``onnx_bytes``); the first is the
+    ``models`` maps a label to a :class:`~medprune.compress.latency.BenchEntry` (a ``bench.json``
+    model entry given as a dict is read with ``BenchEntry.from_dict``): its ``latency_ms`` per
+    runtime, ``file_bytes`` and ``onnx_bytes``; the first is the
     reference, so every other bar reads "2.30× faster" / "3.08× smaller" against it. PyTorch and
     ONNX Runtime each get their own panel and linear axis — their times differ by up to an order
     of magnitude, and on one axis the fast runtime's bars were unreadable. An entry with only ONNX
@@ -332,13 +413,17 @@ def plot_latency_and_size(
     """
     if not models:
         raise DataError("plot_latency_and_size: no models to plot")
-    labels = list(models)
+    try:
+        entries = {label: e if isinstance(e, BenchEntry) else BenchEntry.from_dict(e) for label, e in models.items()}
+    except (KeyError, TypeError, ValueError) as err:
+        raise DataError(f"plot_latency_and_size: not a bench.json model entry: {err}") from None
+    labels = list(entries)
     palette = {label: (colours or {}).get(label, model_colour(i)) for i, label in enumerate(labels)}
     runtimes = (("torch", "PyTorch"), ("onnxruntime", "ONNX Runtime"))
     sizes = (("file_bytes", "PyTorch file"), ("onnx_bytes", "ONNX file"))
-    latency = {key: {label: v for label, entry in models.items() if (v := _median(entry, key)) is not None}
+    latency = {key: {label: v for label, entry in entries.items() if (v := _median(entry, key)) is not None}
                for key, _ in runtimes}
-    size = {(name, label): v / _MIB for label, entry in models.items() for key, name in sizes
+    size = {(name, label): v / _MIB for label, entry in entries.items() for key, name in sizes
             if (v := _bytes(entry, key)) is not None}
     measured = [(key, name) for key, name in runtimes if latency[key]]
     if not measured and not size:

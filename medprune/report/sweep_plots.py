@@ -1,9 +1,10 @@
 """The accuracy / cost frontier of ``medprune sweep``.
 
-:func:`plot_frontier` draws, for every criterion of the sweep, balanced accuracy (solid) and
-worst-class sensitivity (dashed) against MACs (left) and measured ONNX Runtime latency (right),
-with the unpruned model as a star. A clinical reviewer reads the dashed line: the compression
-worth shipping is the cheapest point before it falls.
+:func:`plot_frontier` draws, for every criterion of the sweep, the task's headline score (solid:
+balanced accuracy, mean Dice) and its gate metric (dashed: worst-class sensitivity, worst-class
+Dice) against MACs (left) and measured ONNX Runtime latency (right), with the unpruned model as a
+star. A clinical reviewer reads the dashed line: the compression worth shipping is the cheapest
+point before it falls.
 
 On the latency axis every point carries its measured spread as a horizontal error bar (the
 interquartile range of the per-round minima), the unpruned model's spread is a shaded band, and a
@@ -35,10 +36,12 @@ def _finite(value: Any) -> bool:
 
 
 def plot_frontier(sweep: Mapping[str, Any], path: str | os.PathLike[str], title: str | None = None) -> Path:
-    """Balanced accuracy and worst-class sensitivity vs MACs and vs latency, one colour per criterion.
+    """The headline and gate metrics vs MACs and vs latency, one colour per criterion.
 
-    ``sweep`` has the ``sweep.json`` layout: ``base`` and ``points`` with ``criterion``, ``macs``,
-    ``ort_ms``, ``balanced_accuracy``, ``worst_class_sensitivity``; the latency axis also draws
+    ``sweep`` has the ``sweep.json`` layout: ``metrics`` (which point keys are the ``score`` and the
+    ``gate``, with labels; classification's balanced accuracy and worst-class sensitivity when
+    absent), ``base`` and ``points`` with ``criterion``, ``macs``, ``ort_ms`` and those two keys; the
+    latency axis also draws
     ``ort_iqr_ms`` (error bars, the base's as a band), ``within_spread_of_base`` ("≈") and
     ``distinct_architectures`` when present. Returns the written path.
 
@@ -49,6 +52,11 @@ def plot_frontier(sweep: Mapping[str, Any], path: str | os.PathLike[str], title:
     if not points:
         raise DataError("plot_frontier: the sweep has no points")
     base = sweep.get("base") or {}
+    roles = sweep.get("metrics") or {}
+    score = (roles.get("score") or {}).get("key", "balanced_accuracy")
+    gate = (roles.get("gate") or {}).get("key", "worst_class_sensitivity")
+    words = [(roles.get(r) or {}).get("label", default) for r, default in
+             (("score", "balanced accuracy"), ("gate", "worst-class sensitivity"))]
     axes_spec = [("macs", "MACs (millions)", 1e-6), ("ort_ms", "ONNX Runtime CPU latency (ms)", 1.0)]
     fig = Figure(figsize=(11, 4.6))
     criteria = list(dict.fromkeys(p["criterion"] for p in points))
@@ -64,9 +72,8 @@ def plot_frontier(sweep: Mapping[str, Any], path: str | os.PathLike[str], title:
             xs = [p[key] * scale for p in mine]
             xerr = _xerr(mine, key, scale) if spread_axis else None
             has_spread |= xerr is not None
-            for field, fmt, mfc, what in [("balanced_accuracy", "-o", None, "balanced acc."),
-                                          ("worst_class_sensitivity", "--s", "white", "worst-class sens.")]:
-                ys = [p[field] for p in mine]
+            for field, fmt, mfc, what in [(score, "-o", None, words[0]), (gate, "--s", "white", words[1])]:
+                ys = [p[field] if _finite(p.get(field)) else math.nan for p in mine]
                 if xerr is None:
                     ax.plot(xs, ys, fmt, color=colour, mfc=mfc, label=f"{crit}: {what}")
                 else:
@@ -75,16 +82,16 @@ def plot_frontier(sweep: Mapping[str, Any], path: str | os.PathLike[str], title:
             for p, x in zip(mine, xs):
                 within = spread_axis and bool(p.get("within_spread_of_base"))
                 marked_within |= within
-                ax.annotate(f"{p['ratio']:.2f}" + (" ≈" if within else ""), (x, p["balanced_accuracy"]),
+                ax.annotate(f"{p['ratio']:.2f}" + (" ≈" if within else ""), (x, p.get(score) or 0.0),
                             textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7, color=colour)
         if _finite(base.get(key)):
             bx = base[key] * scale
             iqr = base.get("ort_iqr_ms") if spread_axis else None
             if iqr is not None and all(_finite(v) for v in iqr):
                 ax.axvspan(iqr[0] * scale, iqr[1] * scale, color=BASE_COLOUR, alpha=0.12, lw=0)
-            ax.plot([bx], [base["balanced_accuracy"]], "*", ms=14, color=BASE_COLOUR, label="unpruned: balanced acc.")
-            ax.plot([bx], [base["worst_class_sensitivity"]], "*", ms=14, mfc="white", color=BASE_COLOUR,
-                    label="unpruned: worst-class sens.")
+            ax.plot([bx], [base[score] if _finite(base.get(score)) else math.nan], "*", ms=14, color=BASE_COLOUR, label=f"unpruned: {words[0]}")
+            ax.plot([bx], [base[gate] if _finite(base.get(gate)) else math.nan], "*", ms=14, mfc="white", color=BASE_COLOUR,
+                    label=f"unpruned: {words[1]}")
         if spread_axis:
             label = _latency_label(sweep.get("distinct_architectures"), has_spread, marked_within)
         ax.set_xlabel(label, fontsize=8 if "\n" in label else None)
@@ -93,7 +100,7 @@ def plot_frontier(sweep: Mapping[str, Any], path: str | os.PathLike[str], title:
         ax.grid(alpha=0.3)
         if i == 0:
             ax.legend(fontsize=7, loc="lower right")
-    fig.suptitle(title or "Accuracy vs cost (numbers above points: pruning ratio)")
+    fig.suptitle(title or "Quality vs cost (numbers above points: pruning ratio)")
     fig.tight_layout()
     return save_figure(fig, path).path
 

@@ -15,7 +15,7 @@ gate and the report never branch on the kind of problem. They ask the task:
   ``worst_class_dice``) and :attr:`Task.selection_metrics`;
 - **the report** — which per-class and summary metrics a comparison table shows.
 
-A task is a small registered class (``@register_task``); ``create_task(name, classes, **options)``
+A task is a small registered class (``@TASKS.register``, named by its ``name``); ``create_task(name, classes, **options)``
 builds one, its options checked against the constructor like every registered strategy.
 """
 
@@ -40,17 +40,11 @@ if TYPE_CHECKING:
     from medprune.data.settings import DataConfig
     from medprune.metrics.settings import EvalConfig
 
-__all__ = ["TASKS", "Task", "Evaluator", "Evaluation", "MetricSpec", "register_task", "create_task", "list_tasks",
+__all__ = ["TASKS", "Task", "Evaluator", "Evaluation", "MetricSpec", "create_task", "list_tasks",
            "task_class"]
 
 TASKS = Registry("task")
 """Name → task class."""
-
-
-def register_task(cls: type[Task]) -> type[Task]:
-    """Class decorator: register ``cls`` under its ``name``."""
-    TASKS.add(cls.name, cls)
-    return cls
 
 
 def list_tasks() -> list[str]:
@@ -162,8 +156,10 @@ class Task:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ evaluation
-    def evaluator(self) -> Evaluator:
-        """A fresh accumulator of model outputs."""
+    def evaluator(self, full: bool = True) -> Evaluator:
+        """A fresh accumulator of model outputs; ``full=False`` may skip what only the final
+        ``metrics.json`` reports (segmentation's Hausdorff distances) for per-epoch validation and
+        the safety gate."""
         raise NotImplementedError
 
     def metrics(self, evaluation: Evaluation, patient_ids: Sequence[str] | None, settings: EvalConfig | None,
@@ -179,6 +175,23 @@ class Task:
     def write_predictions(self, evaluation: Evaluation, dataset: Any, out_dir: Path) -> Path:
         """Write the per-item predictions file beside ``metrics.json`` (re-evaluable without the model)."""
         raise NotImplementedError
+
+    # ------------------------------------------------------------------ deployment
+    #: Whether the task tunes a post-processing setting on validation after training (``calibrate``).
+    calibrates: ClassVar[bool] = False
+
+    def calibrate(self, model: Any, dataset: Any, device: Any, batch_size: int) -> dict[str, Any] | None:
+        """Tune the task's post-processing on validation (``None``: nothing to tune); JSON-ready record."""
+        return None
+
+    def describe_prediction(self, logits: torch.Tensor) -> dict[str, Any]:
+        """What ``medprune predict`` reports of one input (``logits`` without the batch axis), JSON-ready."""
+        raise NotImplementedError
+
+    def write_prediction_files(self, logits: torch.Tensor, image: np.ndarray, name: str, out_dir: Path,
+                               calibration: dict[str, Any] | None = None) -> list[Path]:
+        """Files ``medprune predict`` writes for one input besides the JSON (masks, overlays); none by default."""
+        return []
 
     def resolution_warnings(self, baseline: dict[str, Any], limit: float) -> list[str]:
         """Why a validation split is too small for the gate's ``limit`` (one line each)."""

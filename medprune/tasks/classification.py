@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medprune.tasks.base import Evaluation, Evaluator, MetricSpec, Task, register_task
+from medprune.tasks.base import TASKS, Evaluation, Evaluator, MetricSpec, Task
 
 __all__ = ["ClassificationTask", "first_output"]
 
@@ -58,7 +58,7 @@ class _ClassificationEvaluator(Evaluator):
         return Evaluation(indices=indices[order], loss=loss, payload={"probs": probs, "labels": labels})
 
 
-@register_task
+@TASKS.register
 class ClassificationTask(Task):
     """One label per image from ``classes``; the model outputs logits ``(N, K)``.
 
@@ -118,7 +118,7 @@ class ClassificationTask(Task):
         return nn.functional.cross_entropy(output, target, **ce)
 
     # ------------------------------------------------------------------ evaluation
-    def evaluator(self) -> Evaluator:
+    def evaluator(self, full: bool = True) -> Evaluator:
         return _ClassificationEvaluator()
 
     def metrics(self, evaluation: Evaluation, patient_ids: Sequence[str] | None, settings: Any) -> dict[str, Any]:
@@ -142,6 +142,11 @@ class ClassificationTask(Task):
         p = evaluation.payload
         return write_predictions_csv(Path(out_dir) / "predictions.csv", idx, [str(dataset.paths[i]) for i in idx],
                                      [dataset.patient_ids[i] for i in idx], p["labels"], p["probs"], self.classes)
+
+    def describe_prediction(self, logits: torch.Tensor) -> dict[str, Any]:
+        probs = torch.softmax(first_output(logits).float(), dim=0).tolist()
+        best = int(np.argmax(probs))
+        return {"prediction": self.classes[best], "probabilities": {c: float(p) for c, p in zip(self.classes, probs)}}
 
     def resolution_warnings(self, baseline: dict[str, Any], limit: float) -> list[str]:
         out = []

@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from medprune.tasks.base import Evaluation, Evaluator, MetricSpec, Task, register_task
+from medprune.tasks.base import TASKS, Evaluation, Evaluator, MetricSpec, Task
 from medprune.tasks.classification import first_output
 
-__all__ = ["SegmentationTask", "median_frequency_weights"]
+__all__ = ["SegmentationTask", "median_frequency_weights", "overlay", "CLASS_COLOURS"]
 
 
 def median_frequency_weights(pixel_counts: Sequence[int] | np.ndarray) -> torch.Tensor:
@@ -44,6 +44,34 @@ def median_frequency_weights(pixel_counts: Sequence[int] | np.ndarray) -> torch.
     return torch.as_tensor(out, dtype=torch.float32)
 
 
+#: Colours of mask classes 1, 2, ... in overlays (class 0, the background, is left untinted).
+CLASS_COLOURS = np.array([[0.12, 0.47, 0.71], [1.0, 0.5, 0.05], [0.17, 0.63, 0.17], [0.84, 0.15, 0.16],
+                          [0.58, 0.4, 0.74], [0.55, 0.34, 0.29]])
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """An RGB picture in [0, 1] of ``image`` (``(H, W)`` or ``(H, W, C)``, any range) with the non-zero
+    classes of ``mask`` tinted in :data:`CLASS_COLOURS`."""
+    img = np.asarray(image, dtype=np.float64)
+    if img.ndim == 3 and img.shape[2] != 3:
+        img = img.mean(axis=2)
+    lo, hi = float(img.min()), float(img.max())
+    img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
+    rgb = np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 else img
+    out = rgb.copy()
+    for c in range(1, int(np.max(mask, initial=0)) + 1):
+        where = mask == c
+        out[where] = (1 - alpha) * rgb[where] + alpha * CLASS_COLOURS[(c - 1) % len(CLASS_COLOURS)]
+    return np.clip(out, 0.0, 1.0)
+
+
+def _write_png(path: Path, array: np.ndarray, atomic_write: Any) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
+
+
 def _take(scores: Any, order: np.ndarray) -> Any:
     """``scores`` (a SegmentationScores) with its images in ``order``."""
     from dataclasses import replace
@@ -54,11 +82,11 @@ def _take(scores: Any, order: np.ndarray) -> Any:
 
 
 class _SegmentationEvaluator(Evaluator):
-    def __init__(self, task: SegmentationTask) -> None:
+    def __init__(self, task: SegmentationTask, full: bool) -> None:
         from medprune.metrics import SegmentationMetrics
 
         self.task = task
-        self.scores = SegmentationMetrics(task.classes, n_bootstrap=0, hd_percentile=task.hd_percentile)
+        self.scores = SegmentationMetrics(task.classes, n_bootstrap=0, hd_percentile=task.hd_percentile, with_hd=full)
         self.loss_sum = 0.0
         self.n = 0
 
@@ -82,7 +110,7 @@ class _SegmentationEvaluator(Evaluator):
         return Evaluation(indices=scores.sample_ids.astype(np.int64), loss=loss, payload=scores)
 
 
-@register_task
+@TASKS.register
 class SegmentationTask(Task):
     """A class per pixel from ``classes`` (label 0 the background); the model outputs ``(N, K, H, W)``.
 
@@ -181,8 +209,8 @@ class SegmentationTask(Task):
         return self._losses[key](logits, target.unsqueeze(1))
 
     # ------------------------------------------------------------------ evaluation
-    def evaluator(self) -> Evaluator:
-        return _SegmentationEvaluator(self)
+    def evaluator(self, full: bool = True) -> Evaluator:
+        return _SegmentationEvaluator(self, full)
 
     def metrics(self, evaluation: Evaluation, patient_ids: Sequence[str] | None, settings: Any) -> dict[str, Any]:
         from dataclasses import replace
@@ -212,6 +240,67 @@ class SegmentationTask(Task):
                                                                      dtype=object))
         return write_segmentation_predictions_csv(Path(out_dir) / "predictions.csv", scores,
                                                   paths=[str(dataset.paths[i]) for i in idx])
+
+    # ------------------------------------------------------------------ deployment
+    calibrates = True
+
+    @torch.no_grad()
+    def calibrate(self, model: Any, dataset: Any, device: Any, batch_size: int) -> dict[str, Any] | None:
+        """Sweep the background-removal threshold on validation.
+
+        The foreground probability of a pixel is ``1 - P(background)``; at threshold ``t`` the
+        foreground mask is ``P_fg >= t``. For ``t`` from 0.05 to 0.95 the foreground Dice against the
+        ground truth (every non-background class) is pooled over the split; the best ``t`` is the
+        one a deployment uses to remove the background (stage 1 of the IVOCT pipeline hands the
+        frame with the background removed at ``t`` to the detector). Returns
+        ``{"kind": "background_threshold", "threshold", "foreground_dice", "curve": [[t, dice], ...]}``.
+        """
+        from torch.utils.data import DataLoader
+
+        thresholds = np.round(np.arange(0.05, 0.951, 0.05), 2)
+        tp = np.zeros(len(thresholds))
+        fp = np.zeros(len(thresholds))
+        fn = np.zeros(len(thresholds))
+        model = model.to(device).eval()
+        for x, y, _ in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+            p_fg = 1.0 - torch.softmax(first_output(model(x.to(device))).float(), dim=1)[:, 0].cpu().numpy()
+            truth = y.numpy() > 0
+            for i, t in enumerate(thresholds):
+                pred = p_fg >= t
+                tp[i] += np.sum(pred & truth)
+                fp[i] += np.sum(pred & ~truth)
+                fn[i] += np.sum(~pred & truth)
+        dice = np.where(2 * tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), np.nan)
+        best = int(np.nanargmax(dice)) if np.isfinite(dice).any() else len(thresholds) // 2
+        return {"kind": "background_threshold", "threshold": float(thresholds[best]),
+                "foreground_dice": None if np.isnan(dice[best]) else float(dice[best]),
+                "curve": [[float(t), None if np.isnan(d) else float(d)] for t, d in zip(thresholds, dice)],
+                "split": "val", "images": len(dataset)}
+
+    def describe_prediction(self, logits: torch.Tensor) -> dict[str, Any]:
+        labels = first_output(logits).float().argmax(dim=0).cpu().numpy()
+        counts = np.bincount(labels.ravel(), minlength=len(self.classes))
+        return {"pixels": {c: int(n) for c, n in zip(self.classes, counts)},
+                "fraction": {c: float(n) / labels.size for c, n in zip(self.classes, counts)},
+                "present": [c for c, n in zip(self.classes, counts) if n > 0 and c != self.classes[0]]}
+
+    def write_prediction_files(self, logits: torch.Tensor, image: np.ndarray, name: str, out_dir: Path,
+                               calibration: dict[str, Any] | None = None) -> list[Path]:
+        """The mask (class indices as an 8-bit PNG), an overlay of it on the image, and — with a
+        background threshold from calibration — the frame with the background removed."""
+        from medprune._io import atomic_write
+
+        probs = torch.softmax(first_output(logits).float(), dim=0).cpu().numpy()
+        labels = probs.argmax(axis=0).astype(np.uint8)
+        written = [_write_png(out_dir / f"{name}_mask.png", labels, atomic_write),
+                   _write_png(out_dir / f"{name}_overlay.png", (overlay(image, labels) * 255).round().astype(np.uint8),
+                              atomic_write)]
+        if calibration and calibration.get("kind") == "background_threshold":
+            keep = (1.0 - probs[0]) >= float(calibration["threshold"])
+            gray = image.mean(axis=2) if image.ndim == 3 else image
+            written.append(_write_png(out_dir / f"{name}_background_removed.png",
+                                      (np.clip(gray, 0, 1) * keep * 255).round().astype(np.uint8), atomic_write))
+        return written
 
     def resolution_warnings(self, baseline: dict[str, Any], limit: float) -> list[str]:
         out = []

@@ -164,7 +164,7 @@ def validation_metrics(model: nn.Module, data: DataBundle, config: ExperimentCon
                        task: Task) -> dict[str, Any]:
     """Quick task metrics on the validation split (no intervals): what the safety gate compares."""
     evaluation = predict(model, data.datasets["val"], task, batch_size=config.eval.batch_size or config.optim.batch_size,
-                         device=device, workers=config.runtime.workers, desc="gate")
+                         device=device, workers=config.runtime.workers, desc="gate", full=False)
     return task.metrics(evaluation, None, None)
 
 

@@ -7,6 +7,8 @@ The stages are one table, :data:`STAGES` — in order, each writing into the run
     pool      pooled/      (compress.pooling: the trained model's pools swapped, fine-tuned, evaluated)
     prune     compressed/  (model.pt, metrics.json, base/, kept channels, plots, prune_summary.json)
     quantize  quantized/   (compress.quantize.method: direct — Direct Quantization, fine-tuned, evaluated)
+    calibrate calibration.json + .png (tasks that tune post-processing on validation: segmentation's
+              background-removal threshold, swept on the final model; used by ``medprune predict``)
     export    export/model.onnx (+ model.int8.onnx for compress.quantize.method: int8, evaluated
               on the test split with ONNX Runtime), export/export.json (parity / agreement)
     bench     bench.json   (base and final model timed interleaved, PyTorch and ONNX Runtime CPU)
@@ -45,12 +47,16 @@ from medprune._io import atomic_write_json
 from medprune.config import ExperimentConfig, save_config
 from medprune.errors import CheckpointError, ConfigError
 from medprune.registry import suggest
+from medprune.tasks import task_class
 from medprune.workflows.stages import Runner, Stage, digest
 
 __all__ = ["STAGES", "STAGE_NAMES", "RunOutcome", "RunContext", "run_job", "base_checkpoint", "stage_model",
-           "replace_compress", "prune_applies"]
+           "replace_compress", "prune_applies", "CALIBRATION", "final_model_file"]
 
 log = logging.getLogger(__name__)
+
+#: Post-processing tuned on validation (the segmentation background threshold), read by ``medprune predict``.
+CALIBRATION = "calibration.json"
 
 
 @dataclass
@@ -292,6 +298,21 @@ def _quantize(ctx: RunContext, stage: Stage) -> dict[str, Any]:
                      + (f", {qc.act_bits}-bit activations" if qc.act_bits else ""), **_gate_extra(gate, path)}
 
 
+def _calibrate(ctx: RunContext, stage: Stage) -> dict[str, Any]:
+    from medprune.report.evaluation import plot_threshold_curve
+
+    data = ctx.data()
+    name, path = ctx.final_model()
+    record = ctx.task.calibrate(ctx.load(path), data.datasets["val"], ctx.device(),
+                                ctx.config.eval.batch_size or ctx.config.optim.batch_size)
+    assert record is not None  # the stage applies only to tasks that calibrate
+    record = {**record, "model": name, "model_file": str(path), "synthetic_data": data.synthetic}
+    atomic_write_json(ctx.run_dir / CALIBRATION, record)
+    note = " (synthetic phantom data)" if data.synthetic else ""
+    plot_threshold_curve(record, ctx.run_dir / "calibration.png", title=f", {name} model{note}")
+    return {"threshold": record["threshold"], "model": name}
+
+
 def _export(ctx: RunContext, stage: Stage) -> dict[str, Any]:
     from medprune.workflows.export import export_job
     from medprune.workflows.helpers import evaluate_onnx
@@ -379,6 +400,8 @@ STAGES: tuple[Stage, ...] = (
           lambda c: c.compress.quantize.method == "direct",
           lambda d: [stage_model(d), d / "metrics.json", d / "quantize_summary.json"], _quantize,
           produces_model=True, gated=True),
+    Stage("calibrate", None, lambda p: {"task": p["task"], "task_options": p["task_options"]},
+          lambda c: task_class(c.task).calibrates, lambda d: [d / CALIBRATION], _calibrate),
     Stage("export", "export", _export_settings, lambda c: c.export.enabled,
           lambda d: [d / "model.onnx", d / "export.json"], _export, gated=True),
     Stage("bench", None, lambda p: {"bench": p["bench"]}, lambda c: c.bench.enabled,
@@ -476,3 +499,14 @@ def replace_compress(config: ExperimentConfig, **changes: Any) -> ExperimentConf
 def train_chain(config: ExperimentConfig) -> str:
     """The digest chain after the train stage (a sweep point continues from it)."""
     return digest(["", _train_settings(config.to_dict())])
+
+
+def final_model_file(config: ExperimentConfig) -> tuple[str, Path]:
+    """``(name, file)`` of the final model of ``config``'s run directory as ``run.json`` records it
+    (the last compressed model that passed its gate), else its base checkpoint."""
+    from medprune.report.records import read_run_record
+
+    record = read_run_record(config.run_dir / "run.json")
+    if record is not None and record.final:
+        return record.final, stage_model(config.run_dir / record.final)
+    return "base", base_checkpoint(config.run_dir)

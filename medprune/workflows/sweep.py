@@ -6,9 +6,11 @@ exists); then, for every (criterion, ratio) setting, the compress and evaluate s
 and the base are exported to ONNX and timed interleaved on ONNX Runtime CPU. The result::
 
     sweep/sweep.json      base and one point per setting: MACs, params, ONNX Runtime latency with
-                          its measured spread, speed-up interval and verdict, balanced accuracy,
-                          worst-class sensitivity (and which class); the distinct architectures
-    sweep/frontier.png    balanced accuracy and worst-class sensitivity against MACs and latency
+                          its measured spread, speed-up interval and verdict, the task's headline
+                          and gate metrics (classification: balanced_accuracy and
+                          worst_class_sensitivity; segmentation: mean_dice and worst_class_dice)
+                          and the worst class; ``metrics`` names those keys and their labels
+    sweep/frontier.png    the headline and gate metrics against MACs and latency
 
 Latency is measured per **architecture**, not per setting (DESIGN.md §4 item 7): settings that keep
 the same layer widths (L1 and L2 at one per-layer ratio usually do) run the same kernels, so
@@ -45,6 +47,7 @@ from medprune.compress.latency import (
 from medprune.config import ExperimentConfig
 from medprune.errors import ConfigError
 from medprune.metrics.summary import worst_class
+from medprune.tasks import Task
 
 __all__ = ["SweepOutcome", "sweep_job", "compare_latency", "format_sweep", "parse_list"]
 
@@ -77,6 +80,12 @@ def parse_list(text: str | None, kind: type, what: str) -> list[Any]:
 
 def _tag(criterion: str, ratio: float) -> str:
     return f"{criterion}_r{ratio:.2f}"
+
+
+#: ``metrics`` of a classification sweep (and of a sweep.json written before the field existed).
+_CLASSIFICATION_METRICS = {"score": {"key": "balanced_accuracy", "label": "balanced accuracy"},
+                           "gate": {"key": "worst_class_sensitivity", "label": "worst-class sensitivity"},
+                           "per_class": {"key": "sensitivity", "label": "sensitivity"}}
 
 
 def _label(point: Mapping[str, Any]) -> str:
@@ -134,12 +143,16 @@ def sweep_job(config: ExperimentConfig, *, ratios: Sequence[float] = (), criteri
     :class:`~medprune.workflows.stages.Runner` as ``medprune run``: reused when its settings (and
     the training's) are the ones it ran with, redone otherwise or with ``force``.
     """
+    from medprune.report import HeadlineMetrics
     from medprune.report.sweep_plots import plot_frontier
+    from medprune.tasks import task_class
     from medprune.workflows.helpers import example_batch, load_model_file
     from medprune.workflows.run import STAGES, RunContext, base_checkpoint, replace_compress, run_job, train_chain
     from medprune.workflows.stages import Runner
 
     t0 = time.perf_counter()
+    task = task_class(config.task)
+    lead = HeadlineMetrics.of(task)
     ratios = list(dict.fromkeys(ratios)) or [config.compress.ratio]  # a repeated setting is one point
     criteria = list(dict.fromkeys(criteria)) or [config.compress.criterion]
     for r in ratios:
@@ -170,10 +183,9 @@ def sweep_job(config: ExperimentConfig, *, ratios: Sequence[float] = (), criteri
         ctx.runner.run(stage)
         summary = json.loads((folder / "prune_summary.json").read_text(encoding="utf-8"))
         metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
-        worst, sens = worst_class(metrics)
         points.append({"criterion": crit, "ratio": r, "macs": summary["macs_after"], "params": summary["params_after"],
-                       "macs_reduction": summary["macs_reduction"], "balanced_accuracy": metrics["balanced_accuracy"],
-                       "worst_class_sensitivity": sens, "worst_class": worst, "safety_gate": summary["safety_gate"],
+                       "macs_reduction": summary["macs_reduction"], **_scores(metrics, lead),
+                       "safety_gate": summary["safety_gate"],
                        "gate": (summary.get("gate") or {}).get("status"),
                        "model_file": summary.get("model_file", "model.pt"),
                        "dir": str(folder.relative_to(run_dir)) if folder.is_relative_to(run_dir) else str(folder)})
@@ -199,16 +211,15 @@ def sweep_job(config: ExperimentConfig, *, ratios: Sequence[float] = (), criteri
                          per_round=bc.per_round, base=base_key)
     threads = timed.threads
     stats = {key: entry.latency_ms["onnxruntime"] for key, entry in timed.models.items()}
-    worst, sens = worst_class(base_metrics)
     base_summary = next((json.loads((run_dir / p["dir"] / "prune_summary.json").read_text(encoding="utf-8"))
                          for p in points), {})
     base = {"macs": base_summary.get("macs_before"), "params": base_summary.get("params_before"),
-            "architecture": base_key, "balanced_accuracy": base_metrics["balanced_accuracy"],
-            "worst_class_sensitivity": sens, "worst_class": worst}
+            "architecture": base_key, **_scores(base_metrics, lead)}
     architectures = compare_latency(base, points, stats)
     result = {
         "config": config.source, "synthetic_data": bool(base_metrics.get("synthetic_data")),
-        "split": base_metrics.get("split"), "threads": threads, "batch": bc.batch,
+        "split": base_metrics.get("split"), "task": config.task, "metrics": sweep_metrics(lead, task),
+        "threads": threads, "batch": bc.batch,
         "distinct_architectures": len(architectures),
         "latency": {"runtime": "onnxruntime CPU", "rounds": bc.rounds, "per_round": bc.per_round,
                     "method": f"{METHOD}; each distinct architecture timed once",
@@ -220,8 +231,25 @@ def sweep_job(config: ExperimentConfig, *, ratios: Sequence[float] = (), criteri
     }
     atomic_write_json(out / "sweep.json", result)
     note = " (SYNTHETIC phantom data)" if result["synthetic_data"] else ""
-    plot = plot_frontier(result, out / "frontier.png", title=f"{config.name}: accuracy vs cost{note}")
+    plot = plot_frontier(result, out / "frontier.png", title=f"{config.name}: quality vs cost{note}")
     return SweepOutcome(out_dir=out, result=result, plot=plot, seconds=time.perf_counter() - t0)
+
+
+def sweep_metrics(lead: Any, task: type[Task] | Task) -> dict[str, dict[str, str]]:
+    """``sweep.json``'s ``metrics``: which keys of its points are the headline score, the gate metric
+    and the per-class metric the worst class is judged on, with their labels."""
+    from medprune.report import sentence_label
+
+    return {role: {"key": spec.key, "label": sentence_label(spec, task)}
+            for role, spec in (("score", lead.score), ("gate", lead.gate), ("per_class", lead.per_class))}
+
+
+def _scores(metrics: Mapping[str, Any], lead: Any) -> dict[str, Any]:
+    """A model's headline and gate metrics and its worst class, keyed as in ``metrics.json``."""
+    worst, value = worst_class(metrics, key=lead.per_class.key)
+    gate = metrics.get(lead.gate.key)
+    return {lead.score.key: metrics.get(lead.score.key), lead.gate.key: value if gate is None else gate,
+            "worst_class": worst}
 
 
 def _verdict(p: Mapping[str, Any]) -> str:
@@ -248,16 +276,23 @@ def format_sweep(result: Mapping[str, Any]) -> str:
     """
     b = result["base"]
     lat = result["latency"]
+    keys = result.get("metrics") or _CLASSIFICATION_METRICS
+    score, gate = keys["score"]["key"], keys["gate"]["key"]
+    widths = [max(9, len(keys[role]["label"]) + 2) for role in ("score", "gate")]
+
+    def value(v: Any, width: int) -> str:
+        return f"{v:>{width}.3f}" if v is not None else f"{'n/a':>{width}}"
+
     rows = [f"{'setting':<16}{'arch':>8}{'MACs':>12}{'ORT ms':>9}{'±':>6}{'speed-up':>9}{'interval':>13}"
-            f"{'bal.acc':>9}{'worst sens':>12}  {'worst class':<12}latency",
+            f"{keys['score']['label']:>{widths[0]}}{keys['gate']['label']:>{widths[1]}}  {'worst class':<12}latency",
             f"{'base':<16}{b['architecture'][:6]:>8}{b['macs'] or 0:>12,}{b['ort_ms']:>9.2f}"
-            f"{b['ort_spread_pct']:>5.0f}%{1.0:>9.2f}{'':>13}{b['balanced_accuracy']:>9.3f}"
-            f"{b['worst_class_sensitivity']:>12.3f}  {b['worst_class']:<12}"]
+            f"{b['ort_spread_pct']:>5.0f}%{1.0:>9.2f}{'':>13}{value(b[score], widths[0])}"
+            f"{value(b[gate], widths[1])}  {b['worst_class'] or '-':<12}"]
     for p in result["points"]:
         lo, hi = p["speedup_interval"]
         rows.append(f"{_label(p):<16}{p['architecture'][:6]:>8}{p['macs']:>12,}{p['ort_ms']:>9.2f}"
                     f"{p['ort_spread_pct']:>5.0f}%{p['speedup']:>9.2f}{f'{lo:.2f}–{hi:.2f}':>13}"
-                    f"{p['balanced_accuracy']:>9.3f}{p['worst_class_sensitivity']:>12.3f}  {p['worst_class']:<12}"
+                    f"{value(p[score], widths[0])}{value(p[gate], widths[1])}  {p['worst_class'] or '-':<12}"
                     f"{_verdict(p)}")
     n = result["distinct_architectures"]
     rows.append(f"{n} distinct architecture{'s' if n != 1 else ''} among base and {len(result['points'])} "

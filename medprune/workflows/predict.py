@@ -1,0 +1,128 @@
+"""``medprune predict CONFIG_OR_MODEL --input FILE... --out DIR``: a model's answers on files a user points to.
+
+The target is either an experiment config — then its run's final model (the last compressed
+model that passed its safety gate, else the trained one) and the post-processing tuned on
+validation (``calibration.json``: the segmentation background threshold) — or a model file, used
+as it is with the config it records (every model file medprune writes records one).
+
+The inputs go through the same readers, resizing and normalisation as training (and the same
+one-line refusals for a file that cannot be read). What is written is the task's:
+
+- classification: the probability of every class per image;
+- segmentation: a mask PNG (class indices), an overlay PNG and, with a calibrated threshold, the
+  frame with its background removed, per image;
+
+plus ``predictions.json`` for the batch. Example::
+
+    outcome = predict_job(Path("configs/ivoct/segmentation_demo.yaml"), [Path("frame.png")], Path("out"))
+    outcome.records[0]["present"]        # ['tissue', 'plaque']
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from medprune._io import atomic_write_json
+from medprune.config import ExperimentConfig, apply_overrides, config_from_dict, load_config
+from medprune.data import ImageDataset, SampleReadError
+from medprune.engine.checkpoint import load_checkpoint
+from medprune.errors import CheckpointError, ConfigError, DataError
+from medprune.tasks import first_output
+from medprune.workflows.data import reader_options
+from medprune.workflows.helpers import configure_runtime, load_model_file, resolve_device
+
+__all__ = ["PredictOutcome", "predict_job", "resolve_target"]
+
+log = logging.getLogger(__name__)
+
+_CONFIG_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass
+class PredictOutcome:
+    """What ``medprune predict`` wrote: one record per input, the JSON, and which model answered."""
+
+    out_dir: Path
+    model_file: Path
+    task: str
+    records: list[dict[str, Any]]
+    json_path: Path
+    calibration: dict[str, Any] | None
+
+
+def resolve_target(target: Path, overrides: Sequence[str] = ()) -> tuple[ExperimentConfig, Path, dict[str, Any] | None]:
+    """``(config, model file, calibration)`` for a config (its run's final model) or a model file."""
+    from medprune.workflows.run import CALIBRATION, final_model_file
+
+    if target.suffix.lower() in _CONFIG_SUFFIXES:
+        config = load_config(target, overrides)
+        name, model = final_model_file(config)
+        if not model.is_file():
+            raise CheckpointError(f"{config.run_dir}: holds no trained model; run `medprune run {target}` first")
+        calibration_path = config.run_dir / CALIBRATION
+        calibration = None
+        if calibration_path.is_file():
+            calibration = json.loads(calibration_path.read_text(encoding="utf-8"))
+            if calibration.get("model") not in (None, name):
+                log.warning("%s was tuned on the %s model, the final model is %s; using it anyway",
+                            calibration_path, calibration.get("model"), name)
+        log.info("predicting with the %s model of %s: %s", name, config.run_dir, model)
+        return config, model, calibration
+    if not target.is_file():
+        raise CheckpointError(f"{target}: no such model file or config")
+    record = load_checkpoint(target).get("config")
+    if not isinstance(record, dict):
+        raise CheckpointError(f"{target}: records no config, so its inputs' size and preprocessing are unknown; "
+                              "pass the experiment config instead")
+    data = apply_overrides(record, overrides, f"{target} (its recorded config)") if overrides else record
+    return config_from_dict(data, f"{target} (its recorded config)"), target, None
+
+
+def predict_job(target: str | Path, inputs: Sequence[str | Path], out_dir: str | Path, *,
+                overrides: Sequence[str] = ()) -> PredictOutcome:
+    """Run the target's model on ``inputs`` and write the task's outputs and ``predictions.json`` into ``out_dir``.
+
+    Raises:
+        DataError: one line per input that cannot be read (nothing is written then).
+        ConfigError / CheckpointError: the target is not a usable config or model file.
+    """
+    config, model_file, calibration = resolve_target(Path(target), overrides)
+    if not inputs:
+        raise ConfigError("--input: give at least one image file")
+    configure_runtime(config)
+    device = resolve_device(config)
+    task = config.build_task()
+    model = load_model_file(model_file, config, device)
+    d = config.data
+    dataset = ImageDataset(list(inputs), tuple(d.image_size), d.channels, reader_options(config), colormap=d.colormap,
+                           mean=d.mean, std=d.std)
+    images, bad = [], []
+    for i in range(len(dataset)):
+        try:
+            images.append(dataset.load(i))
+        except (SampleReadError, DataError) as exc:
+            bad.append(f"{dataset.paths[i]}: {getattr(exc, 'reason', exc)}")
+    if bad:
+        raise DataError(f"{len(bad)} input(s) cannot be read:\n" + "\n".join(bad))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    records = []
+    with torch.no_grad():
+        for i, image in enumerate(images):
+            logits = first_output(model(dataset[i][0][None].to(device)))[0].cpu()
+            name = f"{i:03d}_{Path(dataset.paths[i]).stem}"
+            files = task.write_prediction_files(logits, image, name, out, calibration)
+            records.append({"input": str(dataset.paths[i]), **task.describe_prediction(logits),
+                            "files": [str(f.relative_to(out)) for f in files]})
+    result = {"model": str(model_file), "config": config.source, "task": task.name, "classes": list(task.classes),
+              "calibration": {k: calibration[k] for k in ("kind", "threshold") if k in calibration}
+              if calibration else None, "inputs": records}
+    path = atomic_write_json(out / "predictions.json", result)
+    return PredictOutcome(out_dir=out, model_file=Path(model_file), task=task.name, records=records, json_path=path,
+                          calibration=calibration)
