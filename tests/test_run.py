@@ -82,8 +82,8 @@ def test_rerun_reuses_every_stage_and_a_lost_output_is_redone(finished):
     (outcome.run_dir / "export" / "model.onnx").unlink()
     third = run_job(config_from_dict(data, str(path)))
     assert _statuses(third.run_dir) == {"train": "reused", "pool": "not_applicable", "prune": "reused",
-                                        "quantize": "not_applicable", "export": "done", "bench": "done",
-                                        "report": "done"}
+                                        "quantize": "not_applicable", "calibrate": "not_applicable", "export": "done",
+                                        "bench": "done", "report": "done"}
 
 
 def test_changed_compress_setting_redoes_prune_and_later(finished, tmp_path):

@@ -95,7 +95,9 @@ def _class_metric(data: RunData, suffix: str) -> str:
     caption = (f"{lead.per_class.label} of every class for every model, then the {summaries[0][0]} and "
                f"{summaries[1][0]} built on it. Error bars: the {level(data.base)} "
                f"{data.base.get('bootstrap_unit', 'patient')}-level bootstrap intervals of metrics.json — where they "
-               "overlap, the test set cannot tell the models apart.")
+               "overlap, the test set cannot tell the models apart. For scale: a trivial model that calls every "
+               "pixel background scores Dice 0 on every other class, so its mean and worst-class Dice over the "
+               "foreground classes are 0.")
     return plot(lambda: plot_metric_by_class(results, data.classes, data.run_dir / "report_class_metric.png",
                                              metric=lead.per_class.key, label=lead.per_class.label,
                                              summaries=summaries,
