@@ -27,7 +27,7 @@ def machine_info(threads: int | None = None) -> dict[str, Any]:
 
     A latency from another machine or another run is not comparable; this record lets a reader tell.
     """
-    return {"machine": latency._machine(), "versions": latency._versions(),
+    return {"machine": latency.machine_info(), "versions": latency.library_versions(),
             "python": platform.python_version(), "threads": threads or torch.get_num_threads(),
             "argv": sys.argv[1:], "date": time.strftime("%Y-%m-%d %H:%M:%S")}
 

@@ -112,7 +112,7 @@ def degraded_test_set(cfg: ExperimentConfig, data: DataBundle, specs: list[dict[
                                  colormap=d.colormap, mean=d.mean, std=d.std, seed=12345)
 
 
-def total_macs(model: nn.Module, input_size: tuple[int, int, int]) -> tuple[int, int]:
+def macs_with_dwt(model: nn.Module, input_size: tuple[int, int, int]) -> tuple[int, int]:
     """``(conv + linear MACs, DWT MACs)`` for one image."""
     dwt = 0
 
@@ -158,7 +158,7 @@ def measure_cost(args: argparse.Namespace, models: dict[str, nn.Module], workdir
     runners, out = {}, {}
     for name, model in models.items():
         model.eval()
-        macs, dwt = total_macs(model, input_size)
+        macs, dwt = macs_with_dwt(model, input_size)
         path = workdir / "onnx" / f"{name}.onnx"
         exported = export_onnx(model, x, path)
         out[name] = {"params": count_params(model), "macs": macs + dwt, "dwt_macs": dwt,
