@@ -106,7 +106,7 @@ def test_predict_with_a_model_file_alone_and_bad_inputs(seg_run, tmp_path, capsy
     assert main(["predict", str(run / "compressed" / "model.pt"), "--input", str(frame), "--input", str(broken),
                  "--out", str(tmp_path / "p3")]) == 2
     err = capsys.readouterr().err
-    assert "1 input(s) cannot be read" in err and "broken.png" in err and "Traceback" not in err
+    assert "1 input(s) cannot be read" in err and "broken.png (input 2)" in err and "Traceback" not in err
     assert not (tmp_path / "p3" / "predictions.json").exists()
 
 

@@ -255,6 +255,10 @@ class ImageDataset(ManifestDataset):
         """Item ``index`` as ``(H, W, C)`` float32 in [0, 1], resized."""
         return self._prepare(self._read_raw(index))
 
+    @staticmethod
+    def _row_error(sample: Sample, exc: SampleReadError) -> DataError:
+        return DataError(f"{sample.path} (input {sample.row}): {exc.reason}")  # no manifest, so no row
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         self._check_index(index)
         return self._to_tensor(self.load(index)), 0, index

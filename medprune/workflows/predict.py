@@ -106,8 +106,10 @@ def predict_job(target: str | Path, inputs: Sequence[str | Path], out_dir: str |
     for i in range(len(dataset)):
         try:
             images.append(dataset.load(i))
-        except (SampleReadError, DataError) as exc:
-            bad.append(f"{dataset.paths[i]}: {getattr(exc, 'reason', exc)}")
+        except SampleReadError as exc:  # (a DataError) the reader's reason alone
+            bad.append(f"{dataset.paths[i]}: {exc.reason}")
+        except DataError as exc:  # names the file and the input's position already
+            bad.append(str(exc))
     if bad:
         raise DataError(f"{len(bad)} input(s) cannot be read:\n" + "\n".join(bad))
     out = Path(out_dir)
