@@ -11,6 +11,10 @@ order, augmentation). Per seed it records test balanced accuracy with its CI, si
 sensitivity, the best epoch, the largest validation loss over the epochs (a stale BatchNorm
 running estimate shows up there as a loss in the tens or hundreds) and the training seconds.
 
+``--compress`` also runs the demo's compress stage on each trained model (prune, fine-tune, the
+safety gate, test metrics; ``--criteria`` tries other criteria on the same base model): does the
+demo pass its own gate whatever the seed?
+
 ``--compare-old`` also trains the recipe the demo shipped before it was made robust (``RECIPES``:
 the anchor), seed for seed. ``--data-seeds`` adds a second table: the phantom and the split drawn
 anew (``data.phantom.seed`` = ``data.split.seed`` = each value) at ``runtime.seed`` 0.
@@ -20,6 +24,7 @@ prints) is recorded before and after every run, and training seconds are only co
 similar load.
 
     python benchmarks/demo_robustness.py [--seeds 0,1,2,3,4] [--compare-old] [--data-seeds 1,2]
+                                         [--compress [--criteria bn_scale,taylor,l1]]
                                          [--set optim.lr=0.02 ...] [--threads 2]
 
 Prints a table per recipe (one row per seed, then mean ± std and min) and writes
@@ -92,11 +97,53 @@ def run_one(args: argparse.Namespace, recipe: str, seed: int, data_seed: int | N
         "test_images": int(m["n_samples"]), "test_patients": int(m["n_patients"]),
         "load_before": load_before, "load_after": load()[0],
     }
+    if args.compress and recipe == "demo":
+        record["compress"] = {name: compress_one(args, cfg, name, outcome.run_dir, workdir / f"{tag}_{name}")
+                              for name in (parse_names(args.criteria) if args.criteria else [cfg.compress.criterion])}
     print(f"  {tag:<22} bacc {record['balanced_accuracy']:.3f} [{ci[0]:.2f}, {ci[1]:.2f}]  "
           f"sick {record['sick_sensitivity']:.2f}  healthy {record['healthy_sensitivity']:.2f}  "
           f"best {record['best_epoch']:>2}  max val loss {record['max_val_loss']:.3g}  "
           f"{record['train_seconds']:.0f} s  (load {load_before:.1f} -> {record['load_after']:.1f})", flush=True)
     return record
+
+
+def compress_one(args: argparse.Namespace, cfg: Any, criterion: str, run_dir: Path, out: Path) -> dict[str, Any]:
+    """The demo's compress stage on the trained base model, with ``criterion``: gate verdict and test metrics."""
+    from medprune.config import config_from_dict
+    from medprune.workflows.prune import prune_job
+
+    data = cfg.to_dict()
+    data["compress"]["criterion"] = criterion
+    if criterion != cfg.compress.criterion:
+        data["compress"]["criterion_options"] = {}
+    outcome = prune_job(config_from_dict(data, str(args.config)), run_dir / "checkpoints" / "best.pt", out)
+    m, g = outcome.metrics, outcome.gate
+    result = {"gate": g.status, "val_baseline": g.baseline, "val_value": g.value,
+              "balanced_accuracy": float(m["balanced_accuracy"]),
+              "worst_class_sensitivity": float(m["worst_class_sensitivity"]),
+              "macs_reduction": outcome.summary.get("macs_reduction")}
+    print(f"    {criterion:<12} gate {g.status:<6} (val worst-class sens. {g.baseline:.3f} -> {g.value:.3f})  "
+          f"test bacc {result['balanced_accuracy']:.3f}  worst-class sens. {result['worst_class_sensitivity']:.3f}  "
+          f"{result['macs_reduction']:.2f}x fewer MACs", flush=True)
+    return result
+
+
+def print_compress_table(records: list[dict[str, Any]]) -> None:
+    rows = []
+    names = sorted({name for r in records for name in r.get("compress", {})})
+    for name in names:
+        runs = [(r["seed"], r["compress"][name]) for r in records if name in r.get("compress", {})]
+        for seed, c in runs:
+            rows.append([name, seed, c["gate"], f"{c['val_baseline']:.3f} -> {c['val_value']:.3f}",
+                         f"{c['balanced_accuracy']:.3f}", f"{c['worst_class_sensitivity']:.3f}",
+                         f"{c['macs_reduction']:.2f}x"])
+        passed = sum(c["gate"] == "passed" for _, c in runs)
+        mean, std = mean_std([c["balanced_accuracy"] for _, c in runs])
+        rows.append([name, "all", f"{passed}/{len(runs)} passed", "", f"{mean:.3f}±{std:.3f}", "", ""])
+    print()
+    print("Compress stage on each seed's base model (gate: validation worst-class sensitivity, max drop 0.05)")
+    print(table(["criterion", "seed", "gate", "val worst-class sens.", "test bacc", "test worst-class sens.",
+                 "MACs"], rows))
 
 
 def summary(records: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
@@ -142,6 +189,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2,3,4", help="runtime.seed values")
     parser.add_argument("--compare-old", action="store_true", help="also train the previous demo recipe (the anchor)")
     parser.add_argument("--data-seeds", default="", help="second table: phantom and split seeds, at runtime.seed 0")
+    parser.add_argument("--compress", action="store_true", help="also run the compress stage on each demo model")
+    parser.add_argument("--criteria", default="", help="with --compress: criteria to try (default: the config's)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="extra override for the demo recipe (repeatable), to try a candidate recipe")
     parser.add_argument("--threshold", type=float, default=0.85, help="test balanced accuracy every seed must reach")
@@ -185,6 +234,8 @@ def main() -> None:
           + f". {args.threads} threads; load average {load_start[0]:.2f} at start, {load_end[0]:.2f} at end.")
     print_table(f"Test balanced accuracy by runtime.seed (phantom and split of the config; threshold {args.threshold:g})",
                 records, recipes, "seed", args.threshold)
+    if args.compress:
+        print_compress_table(records)
     if data_records:
         print_table("By data seed (data.phantom.seed = data.split.seed; runtime.seed 0)", data_records, recipes,
                     "data_seed", args.threshold)
