@@ -23,6 +23,13 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
+def _default_sigint() -> None:
+    """Give the child a terminal's Ctrl-C. A shell without job control (``make test &``, CI scripts)
+    starts background jobs with SIGINT ignored, the child inherits that, and Python then never
+    installs its KeyboardInterrupt handler: the signal would be dropped and the run finish with 0."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt_when(proc: subprocess.Popen, ready: Path, timeout: float = 240.0) -> None:
     """Send Ctrl-C (SIGINT) to ``proc`` once ``ready`` exists."""
     t0 = time.monotonic()
@@ -45,6 +52,7 @@ def test_ctrl_c_exits_130_with_how_to_continue(tmp_path: Path, tiny_config_dict:
     path = write_yaml(tmp_path / "x.yaml", tiny_config_dict)
     run = Path(tiny_config_dict["runtime"]["out_dir"]) / "tiny"
     proc = subprocess.Popen([sys.executable, "-m", "medprune.cli", command, str(path)], env=_env(),
+                            preexec_fn=_default_sigint,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _interrupt_when(proc, run / "checkpoints" / "last.pt")
     _, err = proc.communicate(timeout=120)
