@@ -38,7 +38,8 @@ def test_notebook_is_stored_executed_as_a_document(path: Path) -> None:
     assert any("image/png" in o.get("data", {}) for o in outputs)  # its plots, embedded
     text = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for o in outputs)
     assert "synthetic data: True" in text
-    assert "inception_v3" in text and "small_cnn" not in text  # the full settings, not the tests' tiny ones
+    # the full settings, not the tests' tiny ones: each notebook prints its model line (name, kwargs)
+    assert "inception_v3 {'width': 0.125" in text and "small_cnn {" not in text
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
