@@ -544,7 +544,7 @@ def _bug(exc: BaseException, args: Sequence[str]) -> int:
 
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     head = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
-    if record_worker_failure(f"internal error {head}", text):
+    if record_worker_failure(f"internal error {head}", text, exit_code=EXIT_BUG):
         return EXIT_BUG
     fd, path = tempfile.mkstemp(prefix="medprune-traceback-", suffix=".txt")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -557,7 +557,7 @@ def _bug(exc: BaseException, args: Sequence[str]) -> int:
 def _input_error(exc: MedpruneError) -> int:
     from medprune.engine.distributed import record_worker_failure
 
-    if not record_worker_failure(str(exc)):
+    if not record_worker_failure(str(exc), exit_code=exc.exit_code):
         prefix = "medprune: safety gate FAILED: " if isinstance(exc, SafetyGateError) else "medprune: error: "
         lines = str(exc).splitlines() if isinstance(exc, DistributedRunError) else [str(exc)]
         for line in lines:

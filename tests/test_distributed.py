@@ -73,3 +73,32 @@ def test_cli_nproc_launches_torchrun(tmp_path: Path, tiny_config_dict: dict) -> 
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["n_samples"] > 0 and "per_class" in metrics
     assert "rank 1 of 2" in proc.stderr or "rank 0 of 2" in proc.stderr
+
+
+def _worker_report(path: Path, monkeypatch: pytest.MonkeyPatch, message: str, exit_code: int) -> None:
+    from medprune.engine.distributed import WORKER_ENV, record_worker_failure
+
+    monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(path))
+    monkeypatch.setenv(WORKER_ENV, "1")
+    assert record_worker_failure(message, exit_code=exit_code)
+
+
+def test_a_rank_stopped_after_reporting_keeps_the_exit_code_it_meant(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both ranks refuse the same bad sample (exit 2); the launcher SIGTERMs rank 1 once rank 0 has
+    exited, before rank 1 gets to exit itself. It reported first, so it leads the list — and the
+    run once exited 1 ("killed by a signal") instead of 2 (bad input)."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    from medprune.engine.distributed import _failures
+
+    _worker_report(tmp_path / "r1.json", monkeypatch, "manifest.csv: 1 bad sample(s)", 2)
+    _worker_report(tmp_path / "r0.json", monkeypatch, "manifest.csv: 1 bad sample(s)", 2)
+    stopped = ProcessFailure(local_rank=1, pid=11, exitcode=-15, error_file=str(tmp_path / "r1.json"))
+    exited = ProcessFailure(local_rank=0, pid=10, exitcode=2, error_file=str(tmp_path / "r0.json"))
+    failures = _failures(ChildFailedError("medprune", {0: exited, 1: stopped}))
+    assert [(f.rank, f.exit_code) for f in failures] == [(1, 2), (0, 2)]
+    assert all("1 bad sample(s)" in f.message for f in failures)
+    # A rank killed without a report of its own (the OOM killer) still reads as a failure, code 1.
+    killed = ProcessFailure(local_rank=1, pid=12, exitcode=-9, error_file=str(tmp_path / "none.json"))
+    assert [(f.rank, f.exit_code) for f in _failures(ChildFailedError("medprune", {1: killed}))] == [(1, 1)]

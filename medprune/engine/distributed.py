@@ -128,11 +128,13 @@ class LaunchResult:
 WORKER_ENV = "MEDPRUNE_DDP_WORKER"
 
 
-def record_worker_failure(message: str, traceback_text: str | None = None) -> bool:
+def record_worker_failure(message: str, traceback_text: str | None = None, exit_code: int | None = None) -> bool:
     """In a launched worker, hand the failure to the launcher (torchelastic's error file).
 
     Returns ``False`` outside such a worker (nothing written). The launcher prints one line per
-    failing rank from these files, instead of every rank's traceback.
+    failing rank from these files, instead of every rank's traceback. ``exit_code`` is the code the
+    worker is about to exit with: the launcher may stop it (SIGTERM) before it gets there, once
+    another rank has failed, and the failure must still read as what it was (2 for bad input).
     """
     path = os.environ.get("TORCHELASTIC_ERROR_FILE")
     if not (path and os.environ.get(WORKER_ENV)):
@@ -144,7 +146,8 @@ def record_worker_failure(message: str, traceback_text: str | None = None) -> bo
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     now = time.time()
     Path(path).write_text(json.dumps({"message": " ".join(message.split()), "timestamp": int(now),
-                                      "medprune_time": now, "medprune_traceback": traceback_text}),
+                                      "medprune_time": now, "medprune_traceback": traceback_text,
+                                      "medprune_exit_code": exit_code}),
                           encoding="utf-8")
     return True
 
@@ -219,7 +222,9 @@ def _failures(exc: Any) -> list[RankFailure]:
             message = f"killed by signal {-failure.exitcode} ({failure.signal_name()})"
         else:
             message = "exited without a report (see the output above)"
-        code = failure.exitcode if failure.exitcode > 0 else 1
+        # A rank that reported and was then stopped by the launcher exits by signal: keep the code it meant.
+        meant = data.get("medprune_exit_code")
+        code = failure.exitcode if failure.exitcode > 0 else int(meant) if isinstance(meant, int) and meant > 0 else 1
         entry = (float(data.get("medprune_time") or failure.timestamp), int(rank), RankFailure(rank=int(rank), exit_code=code, message=message,
                                                            traceback=data.get("medprune_traceback")))
         (reported if data.get("message") else stopped).append(entry)
