@@ -194,5 +194,24 @@ class Task:
         return []
 
     def resolution_warnings(self, baseline: dict[str, Any], limit: float) -> list[str]:
-        """Why a validation split is too small for the gate's ``limit`` (one line each)."""
-        return []
+        """Why a validation split is too small for the gate's ``limit`` (one line each): a class the
+        baseline's ``per_class`` rows give no support, or so little that one image moves the gated
+        metric by more than ``limit``. Tasks word the lines with :meth:`unseen_class` and
+        :meth:`coarse_class`; a task whose gate is not per class returns no lines."""
+        out = []
+        for name, row in (baseline.get("per_class") or {}).items():
+            support = int((row or {}).get("support") or 0)
+            if support == 0:
+                out.append(self.unseen_class(name))
+            elif 1.0 / support > limit + 1e-12:
+                out.append(self.coarse_class(name, support, limit))
+        return out
+
+    def unseen_class(self, name: str) -> str:
+        """The warning for a class validation does not contain."""
+        return f"validation has no '{name}' images: the gate cannot see that class at all"
+
+    def coarse_class(self, name: str, support: int, limit: float) -> str:
+        """The warning for a class whose ``support`` images make one error move its metric past ``limit``."""
+        return (f"validation has only {support} '{name}' image{'s' if support != 1 else ''}: one error moves its "
+                f"{self.gate_metric} by {1.0 / support:.2f}, more than the {limit:g} limit (use a larger validation split)")

@@ -148,14 +148,7 @@ class ClassificationTask(Task):
         best = int(np.argmax(probs))
         return {"prediction": self.classes[best], "probabilities": {c: float(p) for c, p in zip(self.classes, probs)}}
 
-    def resolution_warnings(self, baseline: dict[str, Any], limit: float) -> list[str]:
-        out = []
-        for name, row in (baseline.get("per_class") or {}).items():
-            support = int((row or {}).get("support") or 0)
-            if support == 0:
-                out.append(f"validation has no '{name}' images: the gate cannot see that class at all")
-            elif 1.0 / support > limit + 1e-12:
-                out.append(f"validation has only {support} '{name}' image{'s' if support != 1 else ''}: one error "
-                           f"moves its sensitivity by {1.0 / support:.2f}, more than the {limit:g} limit; the gate "
-                           "cannot judge this class at that resolution (use a larger validation split)")
-        return out
+    def coarse_class(self, name: str, support: int, limit: float) -> str:
+        return (f"validation has only {support} '{name}' image{'s' if support != 1 else ''}: one error "
+                f"moves its sensitivity by {1.0 / support:.2f}, more than the {limit:g} limit; the gate "
+                "cannot judge this class at that resolution (use a larger validation split)")

@@ -302,14 +302,10 @@ class SegmentationTask(Task):
                                       (np.clip(gray, 0, 1) * keep * 255).round().astype(np.uint8), atomic_write))
         return written
 
-    def resolution_warnings(self, baseline: dict[str, Any], limit: float) -> list[str]:
-        out = []
-        for name, row in (baseline.get("per_class") or {}).items():
-            support = int((row or {}).get("support") or 0)
-            if support == 0:
-                out.append(f"validation has no image with '{name}': the gate cannot see that class at all")
-            elif 1.0 / support > limit + 1e-12:
-                out.append(f"validation has only {support} image{'s' if support != 1 else ''} with '{name}': one "
-                           f"image moves its mean Dice by up to {1.0 / support:.2f}, more than the {limit:g} limit "
-                           "(use a larger validation split)")
-        return out
+    def unseen_class(self, name: str) -> str:
+        return f"validation has no image with '{name}': the gate cannot see that class at all"
+
+    def coarse_class(self, name: str, support: int, limit: float) -> str:
+        return (f"validation has only {support} image{'s' if support != 1 else ''} with '{name}': one "
+                f"image moves its mean Dice by up to {1.0 / support:.2f}, more than the {limit:g} limit "
+                "(use a larger validation split)")
