@@ -200,14 +200,11 @@ def predict(
 
     outcome = predict_job(target, inputs, out, overrides=overrides or [])
     for record in outcome.records:
-        if "prediction" in record:
-            typer.echo(f"{record['input']}: {record['prediction']} "
-                       + ", ".join(f"{c} {p:.3f}" for c, p in record["probabilities"].items()))
-        else:
-            typer.echo(f"{record['input']}: " + ", ".join(f"{c} {f:.1%}" for c, f in record["fraction"].items())
-                       + (f"; files: {', '.join(record['files'])}" if record.get("files") else ""))
+        typer.echo(f"{record['input']}: {record['summary']}"
+                   + (f"; files: {', '.join(record['files'])}" if record.get("files") else ""))
     threshold = (outcome.calibration or {}).get("threshold")
-    typer.echo(f"model: {outcome.model_file}" + (f"; background threshold {threshold:.2f}" if threshold else ""))
+    kind = str((outcome.calibration or {}).get("kind", "threshold")).replace("_", " ")
+    typer.echo(f"model: {outcome.model_file}" + (f"; {kind} {threshold:.2f}" if threshold else ""))
     typer.echo(f"predictions: {outcome.json_path}")
 
 

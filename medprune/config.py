@@ -170,6 +170,12 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Experime
     except FieldError as exc:
         raise _fail(source, exc) from None
     config.source = source
+    stage1 = config.data.stage1
+    if stage1 is not None:
+        where = Path(stage1) if Path(stage1).is_absolute() or source == "<config>" else Path(source).parent / stage1
+        if not where.is_file():
+            raise ConfigError(f"{source}: data.stage1: {where}: stage-1 config not found")
+        config.data.stage1 = str(where.resolve())
     if config.name is None:
         config.name = Path(source).stem if source != "<config>" else "experiment"
     return config
@@ -237,6 +243,9 @@ def check_sources(config: ExperimentConfig) -> list[str]:
     from medprune.data.manifest import read_manifest
 
     d = config.data
+    if d.stage1 is not None:
+        first = load_config(d.stage1)
+        return [f"data.stage1: {d.stage1}: frames cleaned by its final model"] + check_sources(first)
     if d.manifest is None:
         ph = d.phantom
         assert ph is not None  # DataConfig requires one of them

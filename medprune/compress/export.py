@@ -145,7 +145,7 @@ def export_onnx(
     path: str | os.PathLike[str],
     *,
     opset: int = 17,
-    dynamic_batch: bool = True,
+    dynamic_batch: bool | None = None,
     check: bool = True,
     rtol: float = 1e-3,
     atol: float = 1e-4,
@@ -163,7 +163,8 @@ def export_onnx(
             only by a graph that passed the check.
         opset: ONNX opset version.
         dynamic_batch: mark the batch dimension dynamic; the check then also runs a random batch
-            of a different size.
+            of a different size. ``None``: dynamic unless the model declares ``export_batch`` (the
+            fixed number of inputs its traced graph takes: torchvision's detectors unroll the batch).
         check: compare ONNX Runtime (CPU) outputs with PyTorch's; an output differing by more
             than ``atol + rtol·|pytorch|`` anywhere fails.
         min_agreement: instead of the element-wise test, pass when at least this share of the
@@ -185,6 +186,8 @@ def export_onnx(
             absolute and relative differences and the tolerances. No file is left at ``path``.
     """
     x = _single_input(example_inputs)
+    if dynamic_batch is None:
+        dynamic_batch = not getattr(model, "export_batch", None)
     target = Path(path)
     start = time.perf_counter()
     was_training = model.training

@@ -52,6 +52,7 @@ from medprune.data.readers import (
     to_channels,
     uses_dicom_reader,
 )
+from medprune.data.detection import DetectionDataset, load_box_records
 from medprune.data.segmentation import SegmentationDataset, resize_mask
 from medprune.data.splits import patient_labels, split_by_patient, split_summary
 
@@ -63,6 +64,7 @@ __all__ = [
     "SUPPORTED_SUFFIXES",
     "BadSample",
     "ClassificationDataset",
+    "DetectionDataset",
     "ImageDataset",
     "ManifestDataset",
     "MaskValues",
@@ -76,6 +78,7 @@ __all__ = [
     "check_mask_interpolation",
     "check_samples",
     "format_bad_samples",
+    "load_box_records",
     "make_phantom",
     "make_thermography_phantom",
     "mask_to_classes",

@@ -160,7 +160,7 @@ def _describe(exc: Exception, kwargs: Mapping[str, Any]) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def build_augmentation(specs: Sequence[Mapping[str, Any]] | None, *, masks: bool = False) -> Any:
+def build_augmentation(specs: Sequence[Mapping[str, Any]] | None, *, masks: bool = False, boxes: bool = False) -> Any:
     """Build an ``albumentations.Compose`` from ``specs``; ``None`` when there are none.
 
     Each spec is ``{"name": <albumentations class>, **kwargs}``; ``p`` is the transform's
@@ -168,7 +168,10 @@ def build_augmentation(specs: Sequence[Mapping[str, Any]] | None, *, masks: bool
     the argument for unknown names, unknown or invalid arguments — and, with ``masks=True``
     (segmentation), for a ``mask_interpolation`` other than nearest. Messages start with
     ``item <index>`` so the config loader can prefix the key path
-    (``data.augmentation: item 1 (Affine): ...``).
+    (``data.augmentation: item 1 (Affine): ...``). With ``boxes=True`` (detection) the
+    ``Compose`` also moves ``pascal_voc`` boxes (``x0, y0, x1, y1`` pixels) given as
+    ``bboxes=..., labels=...``: boxes cut by the border are clipped, boxes left with under a
+    quarter of their area are dropped.
 
     Example::
 
@@ -188,15 +191,19 @@ def build_augmentation(specs: Sequence[Mapping[str, Any]] | None, *, masks: bool
         for index, transform in enumerate(transforms):
             check_mask_interpolation(transform, f"item {index}")
     logger.debug("augmentation: %s", ", ".join(type(t).__name__ for t in transforms))
+    if boxes:
+        return A.Compose(transforms, bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"],
+                                                               min_visibility=0.25, clip=True))
     return A.Compose(transforms)
 
 
-def validate_augmentation(specs: Sequence[Mapping[str, Any]] | None, *, masks: bool = False) -> None:
+def validate_augmentation(specs: Sequence[Mapping[str, Any]] | None, *, masks: bool = False,
+                          boxes: bool = False) -> None:
     """Build ``specs`` once and discard the result: raises ConfigError exactly as building would.
 
     The config loader calls this at load time so a typo fails before any data is read.
     """
-    build_augmentation(specs, masks=masks)
+    build_augmentation(specs, masks=masks, boxes=boxes)
 
 
 def check_mask_interpolation(augmentation: Any, where: str = "data.augmentation") -> None:

@@ -57,6 +57,7 @@ __all__ = [
     "CLASS_NAMES",
     "FULL_CIRCLE",
     "PLAQUE",
+    "polar_to_cartesian",
     "TISSUE",
     "Box",
     "FrameBoxes",
@@ -525,3 +526,28 @@ def read_boxes(path: str | os.PathLike[str]) -> list[FrameBoxes]:
     if not isinstance(data, dict) or data.get("format") != BOXES_FORMAT or not isinstance(data.get("frames"), list):
         raise DataError(f"{file}: not a boxes file (expected format {BOXES_FORMAT!r} with a 'frames' list)")
     return [FrameBoxes.from_dict(item, f"{file} frame record {i}") for i, item in enumerate(data["frames"])]
+
+
+def polar_to_cartesian(frame: np.ndarray, size: int | None = None) -> np.ndarray:
+    """Scan-convert a polar frame (rows = depth from the catheter, columns = angle) to a Cartesian picture.
+
+    The output is ``size × size`` (default twice the frame's rows), the catheter at its centre; a
+    pixel at distance ``r`` from the centre and angle ``θ`` (0° at 3 o'clock, increasing clockwise
+    on screen, i.e. with the image's y axis pointing down) shows the frame's nearest sample at row
+    ``r · rows / (size / 2)`` and column ``θ · width / 360``; pixels beyond the deepest row are 0.
+    Works on ``(H, W)`` and ``(H, W, C)`` frames alike.
+    """
+    arr = np.asarray(frame)
+    rows, width = arr.shape[:2]
+    side = int(size or 2 * rows)
+    centre = (side - 1) / 2.0
+    yy, xx = np.mgrid[0:side, 0:side].astype(np.float64)
+    dy, dx = yy - centre, xx - centre
+    radius = np.hypot(dx, dy) * rows / (side / 2.0)
+    theta = np.mod(np.degrees(np.arctan2(dy, dx)), 360.0)
+    r_idx = np.floor(radius).astype(np.int64)
+    c_idx = np.minimum((theta * width / 360.0).astype(np.int64), width - 1)
+    inside = r_idx < rows
+    out = np.zeros((side, side, *arr.shape[2:]), dtype=arr.dtype)
+    out[inside] = arr[r_idx[inside], c_idx[inside]]
+    return out

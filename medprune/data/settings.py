@@ -81,7 +81,12 @@ class DataConfig:
     Segmentation adds ``mask_values`` (which raw mask values make each of ``classes``, e.g.
     ``{background: 0, tissue: 1, plaque: 2}``; default: class i is value i) and ``label_classes``
     (the frame-level labels of the manifest's ``label`` column, e.g. ``[normal, plaque]``, which
-    sampling and pruning calibration balance over).
+    sampling and pruning calibration balance over). Detection adds ``boxes``: the boxes file
+    (:func:`medprune.data.polar.write_boxes`; default ``boxes.json`` beside the manifest).
+    ``stage1`` names a segmentation experiment config (relative to this config's folder) whose
+    final model and calibrated background threshold clean the frames this run trains on: its data
+    and patient split become this run's, its frames with the background removed
+    (:mod:`medprune.workflows.two_stage`; the IVOCT two-stage detector).
     """
 
     manifest: str | None = None
@@ -100,13 +105,18 @@ class DataConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     mask_values: dict[str, Any] | None = None
     label_classes: list[str] | None = None
+    boxes: str | None = None
+    stage1: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.image_size, int):
             self.image_size = (self.image_size, self.image_size)
         check(min(self.image_size) >= 8, "image_size", f"must be >= 8 pixels, got {list(self.image_size)}")
-        check(self.manifest is not None or self.phantom is not None, "manifest",
+        check(self.manifest is not None or self.phantom is not None or self.stage1 is not None, "manifest",
               "is required (or set data.phantom to train on synthetic phantom data)")
+        if self.stage1 is not None:
+            check(self.manifest is None and self.phantom is None, "stage1",
+                  "takes its data from the stage-1 experiment; remove data.manifest and data.phantom")
         check(len(self.classes) >= 2, "classes", f"needs at least 2 classes, got {self.classes}")
         dupes = sorted({c for c in self.classes if self.classes.count(c) > 1})
         check(not dupes, "classes", f"duplicate class names {dupes}")

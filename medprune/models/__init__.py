@@ -14,7 +14,7 @@ Build any registered model by name; every constructor takes ``num_classes``, ``i
 A new model registers itself with ``@register_model("name")`` in a module imported below.
 """
 
-from medprune.models import baseline, inception, resnet, unet  # noqa: F401  (importing registers the models)
+from medprune.models import baseline, detection, inception, resnet, unet  # noqa: F401  (importing registers the models)
 from medprune.models._registry import (MODELS, create_model, list_models, model_input_multiple, model_min_input_size,
                                        model_signature, model_task, register_model)
 from medprune.models.cost import StageCost, count_macs, count_params, format_stage_costs, stage_cost_table, total_macs

@@ -10,7 +10,9 @@ The forward runs on the *meta* device (shapes only, no arithmetic), so a full-si
 costs milliseconds. MACs count multiply-accumulates of convolution and ``nn.Linear`` layers only
 (the usual convention; BatchNorm, pooling and ReLU are left out) for one image in eval mode, so a
 train-only auxiliary head is not counted. :func:`count_macs` is medprune's one MAC counter: the
-pruning engine, bench, sweep and reports all read it.
+pruning engine, bench, sweep and reports all read it. A model whose shapes depend on the data
+declares ``data_dependent_shapes = True`` (a detector: its RoI head runs on the proposals that
+survive NMS, at most ``rpn_post_nms_top_n``); it is counted on a seeded random input instead.
 """
 
 from __future__ import annotations
@@ -102,8 +104,12 @@ def count_macs(model: nn.Module, inputs: Sequence[int] | Any, *,
 
     layers = [(m, hook_for(n)) for n, m in model.named_modules() if isinstance(m, MAC_LAYERS)]
     if isinstance(inputs, (tuple, list)) and inputs and all(isinstance(v, int) for v in inputs):
-        meta_forward(model, tuple(inputs), layers)
-        return macs
+        if not getattr(model, "data_dependent_shapes", False):
+            meta_forward(model, tuple(inputs), layers)
+            return macs
+        # A detector's shapes depend on the data (proposals surviving NMS): count on a seeded frame.
+        g = torch.Generator().manual_seed(0)
+        inputs = torch.randn((1, *inputs), generator=g).to(next(model.parameters()).device)
     handles = [m.register_forward_hook(fn) for m, fn in layers]
     modes = {m: m.training for m in model.modules()}
     try:

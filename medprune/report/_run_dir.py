@@ -230,6 +230,13 @@ def _classification_predictions(path: Path, classes: list[str]) -> Predictions:
     return pred
 
 
+@PREDICTION_READERS.register("detection")
+def _detection_predictions(path: Path, classes: list[str]) -> Any:
+    from medprune.metrics.detection import read_detection_predictions
+
+    return read_detection_predictions(path)
+
+
 @PREDICTION_READERS.register("segmentation")
 def _segmentation_predictions(path: Path, classes: list[str]) -> Any:
     scores = read_segmentation_predictions_csv(path)
@@ -309,7 +316,8 @@ def _read_metrics(run_dir: Path, relative: str, problems: dict[str, str]) -> dic
 
 
 def _read_predictions(run_dir: Path, folder: str, task: Task, problems: dict[str, str]) -> Any:
-    relative = f"{folder}/predictions.csv" if folder else "predictions.csv"
+    name = task.predictions_file
+    relative = f"{folder}/{name}" if folder else name
     if not (run_dir / relative).is_file():
         return None
     try:

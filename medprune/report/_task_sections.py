@@ -105,6 +105,41 @@ def _class_metric(data: RunData, suffix: str) -> str:
                 f"{lead.per_class.label} per class", caption)
 
 
+def _per_size(data: RunData) -> str:
+    """Recall by plaque size (arc width) for every model, with its interval: the small plaques are the
+    reason for the 12 and 16 px anchors."""
+    def cell(metrics: dict, name: str, row: dict) -> str:
+        value = row.get("recall")
+        ci = (metrics.get("ci") or {}).get(f"per_size.{name}.recall")
+        shown = "n/a" if value is None else f"{value:.3f}"
+        if ci:
+            shown += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+        return f"<td>{shown} ({row.get('n_detected', 0)}/{row.get('n_plaques', 0)})</td>"
+
+    models = [m for m in data.models if m.metrics and m.metrics.get("per_size")]
+    if not models:
+        return note("no per-size recall in metrics.json")
+    first = models[0].metrics["per_size"]
+    head = "".join("<th>{} ({:g}&ndash;{:g}&deg;)</th>".format(name, row.get("min_deg") or 0, row.get("max_deg") or 360)
+                   for name, row in first.items())
+    rows = "".join("<tr><th>{}</th>{}</tr>".format(m.label, "".join(cell(m.metrics, n, r)
+                                                                    for n, r in m.metrics["per_size"].items()))
+                   for m in models)
+    return (note("Recall of the test plaques by arc width (detected / plaques); intervals are pullback-level "
+                 "bootstrap intervals.") + f"<table><tr><th>model</th>{head}</tr>{rows}</table>")
+
+
+@EVALUATION_SECTIONS.register("detection")
+def _detection(data: RunData, suffix: str) -> list[str]:
+    lead = data.headline
+    return [f"<h3>{lead.per_class.label}</h3>\n" + _class_metric(data, suffix),
+            "<h3>Recall by plaque size</h3>\n" + _per_size(data),
+            "<h3>Detections</h3>\n" + note("Each model's overlays.png, drawn by its evaluation: test frames with "
+                                           "the most plaque missed, the best found, and one without plaque; ground "
+                                           "truth in green, detections at the score threshold in orange.")
+            + gallery(data, "overlays.png", "Detections")]
+
+
 @EVALUATION_SECTIONS.register("segmentation")
 def _segmentation(data: RunData, suffix: str) -> list[str]:
     lead = data.headline

@@ -15,6 +15,8 @@ they are reported:
 ``missed_class``
     (segmentation) a model predicts no pixel of a class where the test images hold it: Dice 0
     or pixel sensitivity 0 for a class with support.
+``no_detections``
+    (detection) a model keeps no box at its score threshold on any test frame while some hold plaque.
 ``compressed_beats_base``
     a compressed model's interval for the task's headline metric (balanced accuracy, mean Dice)
     or a class's headline per-class metric (sensitivity, Dice) lies entirely on the better side
@@ -52,7 +54,7 @@ __all__ = ["ReportWarning", "WARNING_KINDS", "DEGENERATE_OUTPUT", "DegenerateOut
            "run_warnings"]
 
 #: Every kind :func:`collect_warnings` can report, in reporting order.
-WARNING_KINDS = ("gate_failed", "gate_accepted_unsafe", "single_class", "missed_class", "compressed_beats_base",
+WARNING_KINDS = ("gate_failed", "gate_accepted_unsafe", "single_class", "missed_class", "no_detections", "compressed_beats_base",
                  "unstable_training", "small_sample", "gate_warning")
 
 DEGENERATE_OUTPUT = Registry("degenerate-output check")
@@ -162,6 +164,28 @@ class MissedClass(DegenerateOutput):
             out.append(ReportWarning(self.kind, f"{model.label} {what}; it does not segment '{cls}', so its other "
                                                 "numbers for that class mean little", model.label))
         return out
+
+
+@DEGENERATE_OUTPUT.register("detection")
+class NoDetections(DegenerateOutput):
+    """A detector that keeps no box at its score threshold on any test frame while plaques are there:
+    recall 0 and precision undefined — it does not detect, whatever its AP over all scores says."""
+
+    kind = "no_detections"
+    all_clear = "every model keeps detections on the test frames that hold plaque"
+
+    def __call__(self, model: RunModel, data: RunData) -> list[ReportWarning]:
+        metrics = model.metrics or {}
+        counts = metrics.get("counts") or {}
+        frames = int(counts.get("n_frames_with_plaque") or 0)
+        if frames == 0 or int(counts.get("n_detections") or 0) > 0:
+            return []
+        split = metrics.get("split", "test")
+        threshold = metrics.get("score_threshold")
+        at = f" at score threshold {threshold:g}" if isinstance(threshold, (int, float)) else ""
+        return [ReportWarning(self.kind, f"{model.label} keeps no detection{at} on any of the "
+                                         f"{split} frames, {frames} of which hold plaque: recall 0, so its other "
+                                         "numbers mean little", model.label)]
 
 
 def _beats_base(data: RunData, model: RunModel) -> ReportWarning | None:

@@ -97,8 +97,53 @@ def _segmentation(evaluation: Any, dataset: Any, metrics: dict[str, Any], out_di
                                        out_dir / "overlays.png", titles=labels, title=f"Segmentation{title}")]
 
 
+@EVALUATION_PLOTS.register("detection")
+def _detection(evaluation: Any, dataset: Any, metrics: dict[str, Any], out_dir: Path, title: str,
+               predict_masks: Any) -> list[Path]:
+    """Ground-truth (green) and detected (orange, at the score threshold) boxes on a few polar frames:
+    the two with the most plaque missed, the two best found, and one without plaque."""
+    from matplotlib.figure import Figure
+
+    from medprune.report.plots import save_figure
+    from medprune.tasks.detection import draw_boxes
+
+    frames = evaluation.payload
+    if len(frames.indices) == 0:
+        return []
+    threshold = float(metrics.get("score_threshold", 0.5))
+    kept = [d[d[:, 4] >= threshold] for d in frames.detections]
+    with_plaque = [i for i, t in enumerate(frames.targets) if len(t)]
+    # frames ranked by how many of their plaques no kept detection overlaps
+    def missed(i: int) -> int:
+        from medprune.metrics.detection import match_detections
+
+        matched, _ = match_detections(kept[i][:, :4], kept[i][:, 4], frames.targets[i][:, 1:5])
+        return len(frames.targets[i]) - int(np.sum(matched >= 0))
+
+    ranked = sorted(with_plaque, key=lambda i: (-missed(i), i))
+    empty = [i for i, t in enumerate(frames.targets) if not len(t)]
+    chosen = list(dict.fromkeys(ranked[:2] + ranked[-2:] + empty[:1]))[:5]
+    fig = Figure(figsize=(7, 1.9 * len(chosen) + 0.6))
+    axes = fig.subplots(len(chosen), 1, squeeze=False)
+    for ax, i in zip(axes[:, 0], chosen):
+        index = int(frames.indices[i])
+        image, _ = dataset.load(index)
+        grey = image.mean(axis=2)
+        rgb = np.repeat(((grey - grey.min()) / max(float(np.ptp(grey)), 1e-9))[:, :, None], 3, axis=2)
+        rgb = draw_boxes(rgb, frames.targets[i][:, 1:5], np.array([0.17, 0.63, 0.17]))
+        rgb = draw_boxes(rgb, kept[i][:, :4], np.array([1.0, 0.5, 0.05]))
+        ax.imshow(rgb, interpolation="nearest", aspect="auto")
+        ax.set_title(f"{Path(str(dataset.paths[index])).name}: {len(frames.targets[i])} plaque box(es), "
+                     f"{len(kept[i])} detection(s) >= {threshold:.2f}", fontsize=8)
+        ax.axis("off")
+    fig.suptitle(f"Detections (orange) and ground truth (green), polar frames{title}", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    return [save_figure(fig, out_dir / "overlays.png").path]
+
+
 def plot_threshold_curve(calibration: dict[str, Any], path: Path, *, title: str = "") -> Path:
-    """The background-threshold sweep: foreground Dice against the threshold, the chosen one marked."""
+    """A post-processing threshold sweep (segmentation's background threshold: foreground Dice;
+    detection's score threshold: the total score) against the threshold, the chosen one marked."""
     from matplotlib.figure import Figure
 
     from medprune.report.plots import save_figure
@@ -108,9 +153,12 @@ def plot_threshold_curve(calibration: dict[str, Any], path: Path, *, title: str 
     ax = fig.subplots()
     ax.plot([t for t, _ in curve], [d for _, d in curve], "o-", ms=3, color="#4c72b0")
     t0 = calibration["threshold"]
-    ax.axvline(t0, color="#dd8452", ls="--", label=f"chosen {t0:.2f} (Dice {calibration['foreground_dice']:.3f})")
-    ax.set_xlabel("foreground probability threshold")
-    ax.set_ylabel("foreground Dice (validation)")
-    ax.set_title(f"Background removal threshold{title}", fontsize=9)
+    detection = calibration.get("kind") == "score_threshold"
+    value = calibration["total"] if detection else calibration["foreground_dice"]
+    ax.axvline(t0, color="#dd8452", ls="--", label=f"chosen {t0:.2f} ({'total' if detection else 'Dice'} "
+               f"{value:.3f})" if value is not None else f"chosen {t0:.2f}")
+    ax.set_xlabel("detection score threshold" if detection else "foreground probability threshold")
+    ax.set_ylabel("total score (validation)" if detection else "foreground Dice (validation)")
+    ax.set_title(f"{'Score' if detection else 'Background removal'} threshold{title}", fontsize=9)
     ax.legend(fontsize=8)
     return save_figure(fig, path).path

@@ -75,7 +75,7 @@ _CURVE_METRICS = 2
 #: File beside report.html listing the warnings as ``[{kind, model, message}, ...]``.
 WARNINGS_FILE = "report_warnings.json"
 _WARNING_TITLES = {"gate_failed": "Safety gate failed", "gate_accepted_unsafe": "Accepted despite a failed safety gate",
-                   "single_class": "Predicts one class only", "missed_class": "Never finds a class",
+                   "single_class": "Predicts one class only", "missed_class": "Never finds a class", "no_detections": "Detects nothing",
                    "compressed_beats_base": "Compressed beats base", "unstable_training": "Unstable training",
                    "small_sample": "Too small to judge", "gate_warning": "Safety gate warning"}
 #: Footnote marks of intervals that are not a plain percentile bootstrap, with their legend.

@@ -8,10 +8,11 @@ report — goes through a :class:`Task`; none of them branches on the task's nam
     task.gate_metric                      # 'worst_class_dice'
 """
 
-from medprune.tasks import classification, segmentation  # noqa: F401  (importing registers the tasks)
+from medprune.tasks import classification, detection, segmentation  # noqa: F401  (importing registers the tasks)
 from medprune.tasks.base import TASKS, Evaluation, Evaluator, MetricSpec, Task, create_task, list_tasks, task_class
 from medprune.tasks.classification import ClassificationTask, first_output
+from medprune.tasks.detection import DetectionTask
 from medprune.tasks.segmentation import SegmentationTask, median_frequency_weights
 
 __all__ = ["TASKS", "Task", "Evaluator", "Evaluation", "MetricSpec", "create_task", "list_tasks",
-           "task_class", "ClassificationTask", "SegmentationTask", "first_output", "median_frequency_weights"]
+           "task_class", "ClassificationTask", "DetectionTask", "SegmentationTask", "first_output", "median_frequency_weights"]

@@ -7,7 +7,8 @@ gate and the report never branch on the kind of problem. They ask the task:
   (:meth:`Task.dataset`), and which stratum each item belongs to (:meth:`Task.balance_labels`:
   the class for classification, the frame-level label for segmentation), so class-balanced
   sampling and pruning calibration balance what matters;
-- **training** — the loss of a model's output (:meth:`Task.loss`) and its class weights;
+- **training** — the training forward (:meth:`Task.forward`: a detector takes the targets too),
+  the loss of a model's output (:meth:`Task.loss`) and its class weights;
 - **evaluation** — an :class:`Evaluator` that turns outputs into what the metrics need, batch by
   batch (mergeable across DDP ranks), the metrics (``metrics.json``), and the predictions file
   written beside them (the report layer draws each task's plots);
@@ -113,6 +114,8 @@ class Task:
     per_class_metrics: ClassVar[tuple[MetricSpec, ...]] = ()
     #: Summary metrics of ``metrics.json`` a report compares.
     summary_metrics: ClassVar[tuple[MetricSpec, ...]] = ()
+    #: The per-item predictions file :meth:`write_predictions` writes beside ``metrics.json``.
+    predictions_file: ClassVar[str] = "predictions.csv"
 
     def __init__(self, classes: Sequence[str]) -> None:
         self.classes = list(classes)
@@ -138,6 +141,11 @@ class Task:
         """The data set of one split (augmented when ``train``)."""
         raise NotImplementedError
 
+    def resolve_data(self, data: DataConfig, manifest: Path) -> DataConfig:
+        """``data`` with paths the task reads beside the manifest resolved (detection's boxes file);
+        unchanged by default."""
+        return data
+
     def balance_labels(self, dataset: Any) -> list[int]:
         """The stratum of every item (class-balanced sampling and calibration balance over these)."""
         return [int(v) for v in dataset.labels]
@@ -150,6 +158,10 @@ class Task:
     def class_weights(self, dataset: Any) -> torch.Tensor:
         """Per-class loss weights for ``optim.class_balance: weighted_loss``."""
         raise NotImplementedError
+
+    def forward(self, model: Any, x: torch.Tensor, target: torch.Tensor) -> Any:
+        """The training forward: ``model(x)``; a detector also takes the targets (its losses need them)."""
+        return model(x)
 
     def loss(self, output: Any, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
         """The training loss of a model output (logits, or a tuple whose first item is the logits)."""
@@ -184,8 +196,14 @@ class Task:
         """Tune the task's post-processing on validation (``None``: nothing to tune); JSON-ready record."""
         return None
 
-    def describe_prediction(self, logits: torch.Tensor) -> dict[str, Any]:
-        """What ``medprune predict`` reports of one input (``logits`` without the batch axis), JSON-ready."""
+    def describe_prediction(self, logits: torch.Tensor, *, image_size: tuple[int, int] | None = None,
+                            calibration: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What ``medprune predict`` reports of one input (``logits`` without the batch axis, the model
+        input's ``(H, W)``, the calibrated post-processing), JSON-ready."""
+        raise NotImplementedError
+
+    def summarize_prediction(self, record: dict[str, Any]) -> str:
+        """One line of what :meth:`describe_prediction` found, for the terminal."""
         raise NotImplementedError
 
     def write_prediction_files(self, logits: torch.Tensor, image: np.ndarray, name: str, out_dir: Path,

@@ -143,10 +143,14 @@ class ClassificationTask(Task):
         return write_predictions_csv(Path(out_dir) / "predictions.csv", idx, [str(dataset.paths[i]) for i in idx],
                                      [dataset.patient_ids[i] for i in idx], p["labels"], p["probs"], self.classes)
 
-    def describe_prediction(self, logits: torch.Tensor) -> dict[str, Any]:
+    def describe_prediction(self, logits: torch.Tensor, *, image_size: tuple[int, int] | None = None,
+                            calibration: dict[str, Any] | None = None) -> dict[str, Any]:
         probs = torch.softmax(first_output(logits).float(), dim=0).tolist()
         best = int(np.argmax(probs))
         return {"prediction": self.classes[best], "probabilities": {c: float(p) for c, p in zip(self.classes, probs)}}
+
+    def summarize_prediction(self, record: dict[str, Any]) -> str:
+        return f"{record['prediction']} " + ", ".join(f"{c} {p:.3f}" for c, p in record["probabilities"].items())
 
     def coarse_class(self, name: str, support: int, limit: float) -> str:
         return (f"validation has only {support} '{name}' image{'s' if support != 1 else ''}: one error "

@@ -277,12 +277,16 @@ class SegmentationTask(Task):
                 "curve": [[float(t), None if np.isnan(d) else float(d)] for t, d in zip(thresholds, dice)],
                 "split": "val", "images": len(dataset)}
 
-    def describe_prediction(self, logits: torch.Tensor) -> dict[str, Any]:
+    def describe_prediction(self, logits: torch.Tensor, *, image_size: tuple[int, int] | None = None,
+                            calibration: dict[str, Any] | None = None) -> dict[str, Any]:
         labels = first_output(logits).float().argmax(dim=0).cpu().numpy()
         counts = np.bincount(labels.ravel(), minlength=len(self.classes))
         return {"pixels": {c: int(n) for c, n in zip(self.classes, counts)},
                 "fraction": {c: float(n) / labels.size for c, n in zip(self.classes, counts)},
                 "present": [c for c, n in zip(self.classes, counts) if n > 0 and c != self.classes[0]]}
+
+    def summarize_prediction(self, record: dict[str, Any]) -> str:
+        return ", ".join(f"{c} {f:.1%}" for c, f in record["fraction"].items())
 
     def write_prediction_files(self, logits: torch.Tensor, image: np.ndarray, name: str, out_dir: Path,
                                calibration: dict[str, Any] | None = None) -> list[Path]:

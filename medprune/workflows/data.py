@@ -43,6 +43,12 @@ class DataBundle:
 
 
 def _manifest_path(config: ExperimentConfig, run_dir: Path, dist_info: DistInfo) -> tuple[Path, bool]:
+    if config.data.stage1 is not None:  # the frames stage 1 cleaned (run, or reused, first)
+        from medprune.workflows.two_stage import stage1_config, stage1_frames
+
+        manifest = stage1_frames(config, run_dir) if dist_info.is_main else Path(run_dir) / "stage1" / "manifest.csv"
+        barrier(dist_info)
+        return manifest, stage1_config(config).data.manifest is None
     if config.data.manifest is not None:
         return Path(config.data.manifest), False
     ph = config.data.phantom
@@ -81,7 +87,8 @@ def prepare_data(config: ExperimentConfig, run_dir: str | Path, dist_info: DistI
     manifest, synthetic = _manifest_path(config, run_dir, dist_info)
     samples = read_manifest(manifest)
     options = reader_options(config)
-    bad = task.check_samples(samples, config.data, options, config.runtime.progress)
+    data = task.resolve_data(config.data, manifest)
+    bad = task.check_samples(samples, data, options, config.runtime.progress)
     if bad:
         if config.data.on_bad_sample == "error":
             raise DataError(f"{manifest}: {len(bad)} bad sample(s); fix or exclude them, or set "
@@ -97,6 +104,6 @@ def prepare_data(config: ExperimentConfig, run_dir: str | Path, dist_info: DistI
     parts = split_by_patient(samples, split.val_fraction, split.test_fraction, split.seed)
     if not parts["train"]:
         raise DataError(f"{manifest}: the training split is empty")
-    datasets = {name: task.dataset(parts[name], config.data, options, train=name == "train", seed=config.runtime.seed)
+    datasets = {name: task.dataset(parts[name], data, options, train=name == "train", seed=config.runtime.seed)
                 for name in SPLITS if parts[name]}
     return DataBundle(manifest=manifest, samples=parts, datasets=datasets, bad_samples=bad, synthetic=synthetic)

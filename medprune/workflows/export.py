@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 #: Most validation images the parity checks run on.
 MAX_CHECK_IMAGES = 256
+#: Most batches a fixed-batch graph (``model.export_batch``: a detector, one frame at a time) is checked on.
+MAX_FIXED_BATCH_CHECKS = 32
 
 
 @dataclass
@@ -159,7 +161,10 @@ def export_job(
         g = torch.Generator().manual_seed(0)
         checks = [torch.randn((8, *size), generator=g)]
         check_data = "8 seeded random inputs (pass --config to check on real images)"
-    example = checks[0][:2]
+    fixed = getattr(model, "export_batch", None)
+    if fixed:  # a graph traced for a fixed batch (torchvision's detectors unroll the batch): check in such batches
+        checks = [c for b in checks for c in torch.split(b, fixed) if len(c) == fixed][:MAX_FIXED_BATCH_CHECKS]
+    example = checks[0][: fixed or 2]
     layers = quantized_layers(model)
     act_quantized = any(layer.act is not None for layer in layers.values())
     agreement = (min_agreement if min_agreement is not None else qc.parity_min_agreement) if act_quantized else None

@@ -11,6 +11,10 @@ one-line refusals for a file that cannot be read). What is written is the task's
 - classification: the probability of every class per image;
 - segmentation: a mask PNG (class indices), an overlay PNG and, with a calibrated threshold, the
   frame with its background removed, per image;
+- detection: boxes, scores and the angular intervals they cover (wrap-aware) per frame, with the
+  calibrated score threshold, and overlay PNGs on the polar frame and its Cartesian scan
+  conversion; a two-stage config (``data.stage1``) runs stage 1's final model and background
+  threshold on the raw frame first (:class:`~medprune.models.two_stage.TwoStageDetector`);
 
 plus ``predictions.json`` for the batch. Example::
 
@@ -100,6 +104,16 @@ def predict_job(target: str | Path, inputs: Sequence[str | Path], out_dir: str |
     task = config.build_task()
     model = load_model_file(model_file, config, device)
     d = config.data
+    stages = None
+    if d.stage1 is not None:  # a two-stage detector: the raw frame goes through stage 1 first
+        from medprune.workflows.two_stage import stage1_config, stage1_threshold, two_stage_model
+
+        first = stage1_config(config)
+        name, stage1_file, threshold = stage1_threshold(first)
+        model = two_stage_model(config, model).to(device)
+        d = first.data
+        stages = {"stage1": {"config": first.source, "model": str(stage1_file), "background_threshold": threshold},
+                  "stage2": {"config": config.source, "model": str(model_file)}}
     dataset = ImageDataset(list(inputs), tuple(d.image_size), d.channels, reader_options(config), colormap=d.colormap,
                            mean=d.mean, std=d.std)
     images, bad = [], []
@@ -120,11 +134,12 @@ def predict_job(target: str | Path, inputs: Sequence[str | Path], out_dir: str |
             logits = first_output(model(dataset[i][0][None].to(device)))[0].cpu()
             name = f"{i:03d}_{Path(dataset.paths[i]).stem}"
             files = task.write_prediction_files(logits, image, name, out, calibration)
-            records.append({"input": str(dataset.paths[i]), **task.describe_prediction(logits),
+            found = task.describe_prediction(logits, image_size=tuple(d.image_size), calibration=calibration)
+            records.append({"input": str(dataset.paths[i]), **found, "summary": task.summarize_prediction(found),
                             "files": [str(f.relative_to(out)) for f in files]})
     result = {"model": str(model_file), "config": config.source, "task": task.name, "classes": list(task.classes),
               "calibration": {k: calibration[k] for k in ("kind", "threshold") if k in calibration}
-              if calibration else None, "inputs": records}
+              if calibration else None, **({"stages": stages} if stages else {}), "inputs": records}
     path = atomic_write_json(out / "predictions.json", result)
     return PredictOutcome(out_dir=out, model_file=Path(model_file), task=task.name, records=records, json_path=path,
                           calibration=calibration)

@@ -349,6 +349,10 @@ def _bench(ctx: RunContext, stage: Stage) -> dict[str, Any]:
 
     bc = ctx.config.bench
     example = _example(ctx, 1)
+    fixed = getattr(ctx.load(base_checkpoint(ctx.run_dir)), "export_batch", None)
+    if fixed and bc.batch != fixed:
+        raise ConfigError(f"{ctx.config.source}: bench.batch: the model's ONNX graph takes {fixed} input(s) at a time "
+                          f"(model.export_batch); got {bc.batch}")
     folder = ctx.run_dir / "export"
     folder.mkdir(parents=True, exist_ok=True)
     models = {"base": ctx.load(base_checkpoint(ctx.run_dir))}
