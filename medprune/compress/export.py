@@ -214,6 +214,12 @@ def export_onnx(
                 warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
                 warnings.filterwarnings("ignore", message=r".*operator 'instance_norm' is set to train=True")
                 warnings.filterwarnings("ignore", message=r"Constant folding - Only steps=1")
+                # torchvision's detectors when traced: box clipping copies a traced size into a tensor,
+                # NMS goes through torch.jit.script, and the RoI sampling's boolean indexing becomes
+                # Gather (never with negative indices there). The parity check below is what counts.
+                warnings.filterwarnings("ignore", message=r"To copy construct from a tensor")
+                warnings.filterwarnings("ignore", message=r".*torch\.jit\.script. is deprecated")
+                warnings.filterwarnings("ignore", message=r"Exporting aten::index operator of advanced indexing")
                 torch.onnx.export(traced, (x,), tmp, dynamo=False, opset_version=opset,
                                   input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                                   dynamic_axes=dynamic_axes, do_constant_folding=True)

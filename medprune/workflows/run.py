@@ -10,7 +10,9 @@ The stages are one table, :data:`STAGES` — in order, each writing into the run
     calibrate calibration.json + .png (tasks that tune post-processing on validation: segmentation's
               background-removal threshold, swept on the final model; used by ``medprune predict``)
     export    export/model.onnx (+ model.int8.onnx for compress.quantize.method: int8, evaluated
-              on the test split with ONNX Runtime), export/export.json (parity / agreement)
+              on the test split with ONNX Runtime), export/export.json (parity / agreement); a
+              two-stage detector (data.stage1) also export/two_stage.onnx: stage 1, its
+              background threshold and the detector as one graph, parity-checked on raw frames
     bench     bench.json   (base and final model timed interleaved, PyTorch and ONNX Runtime CPU)
     report    report.html  (self-contained) + report_*.png
 
@@ -338,6 +340,12 @@ def _export(ctx: RunContext, stage: Stage) -> dict[str, Any]:
         if outcome.int8_gate is not None:
             record["int8"]["gate"] = outcome.int8_gate.to_dict()
             extra.update(_gate_extra(outcome.int8_gate, outcome.int8.path))
+    if ctx.config.data.stage1 is not None:  # both stages as one graph: raw frame in, detections out
+        from medprune.workflows.two_stage import export_two_stage
+
+        two = export_two_stage(ctx.config, source, out / "two_stage.onnx")
+        record["two_stage"] = two.to_dict()
+        extra["two_stage_max_abs_diff"] = two.max_abs_diff
     atomic_write_json(out / "export.json", record)
     return extra
 

@@ -13,10 +13,13 @@ detects plaques on the cleaned frames). :func:`stage1_frames`:
 3. writes every frame with its background removed by stage 1's final model at the calibrated
    threshold (8-bit PNG, at stage 1's ``image_size``), ``manifest.csv`` and ``boxes.json`` (the
    frames' boxes scaled to that size) under ``<run dir>/stage1/``; ``stage1.json`` records which
-   model and threshold made them, and frames made by another are remade.
+   stage-1 settings, model file and threshold made them. While they match, stage 1 is not visited
+   again; when the stage-1 config changes, its run is continued (or refused, as ``medprune run``
+   refuses changed training settings) and the frames are remade.
 
 :func:`two_stage_model` joins the stage-1 final model and a detector into one
-:class:`~medprune.models.two_stage.TwoStageDetector` for ``medprune predict`` and the export.
+:class:`~medprune.models.two_stage.TwoStageDetector` for ``medprune predict``;
+:func:`export_two_stage` writes it as one ONNX graph (``export/two_stage.onnx``), parity-checked.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from medprune._io import atomic_write, atomic_write_json
 from medprune.config import ExperimentConfig, load_config
 from medprune.errors import ConfigError, DataError
 
-__all__ = ["stage1_config", "stage1_frames", "stage1_threshold", "two_stage_model", "STAGE1_DIR"]
+__all__ = ["stage1_config", "stage1_frames", "stage1_threshold", "two_stage_model", "export_two_stage", "STAGE1_DIR"]
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +88,26 @@ def stage1_frames(config: ExperimentConfig, run_dir: Path, *, run_first: bool = 
     from medprune.workflows.data import prepare_data
     from medprune.workflows.helpers import load_model_file
 
+    from medprune.workflows.stages import digest
+
     first = stage1_config(config)
+    out = Path(run_dir) / STAGE1_DIR
+    manifest = out / "manifest.csv"
+    stamp_file = out / "stage1.json"
+    settings = digest(first.to_dict())
+
+    def stamp() -> dict[str, Any]:
+        name, model_file, threshold = stage1_threshold(first)
+        return {"stage1_config": str(first.source), "stage1_settings": settings, "model": name,
+                **_fingerprint(model_file), "threshold": threshold, "image_size": list(first.data.image_size)}
+
+    if manifest.is_file() and stamp_file.is_file():
+        old = json.loads(stamp_file.read_text())
+        try:
+            if old.get("stage1_settings") == settings and old == stamp():
+                return manifest  # frames made by the current stage-1 model: stage 1 need not be visited
+        except DataError:
+            pass
     if run_first:
         from medprune.workflows.run import run_job
 
@@ -93,14 +115,8 @@ def stage1_frames(config: ExperimentConfig, run_dir: Path, *, run_first: bool = 
         outcome = run_job(first)
         if outcome.gate_failures:
             log.warning("stage 1's compressed model failed its gate; its final model is the one that passed")
-    name, model_file, threshold = stage1_threshold(first)
-    out = Path(run_dir) / STAGE1_DIR
-    manifest = out / "manifest.csv"
-    stamp = {"stage1_config": str(first.source), "model": name, **_fingerprint(model_file), "threshold": threshold,
-             "image_size": list(first.data.image_size)}
-    stamp_file = out / "stage1.json"
-    if manifest.is_file() and stamp_file.is_file() and json.loads(stamp_file.read_text()) == stamp:
-        return manifest
+    current = stamp()
+    name, model_file, threshold = current["model"], Path(current["file"]), current["threshold"]
     log.info("stage 1: removing the background of every frame (%s model, threshold %.2f) -> %s", name, threshold, out)
     data = prepare_data(first, first.run_dir)
     source_manifest = data.manifest
@@ -134,7 +150,7 @@ def stage1_frames(config: ExperimentConfig, run_dir: Path, *, run_first: bool = 
                              "split": split, "source": os.path.relpath(sample.path, out)})
     write_boxes(out / "boxes.json", frames)
     write_manifest(manifest, rows)
-    atomic_write_json(stamp_file, stamp)
+    atomic_write_json(stamp_file, current)
     return manifest
 
 
@@ -143,6 +159,27 @@ def _write_png(path: Path, array: np.ndarray) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
+
+
+def export_two_stage(config: ExperimentConfig, detector_file: Path, path: Path, *, frames: int = 16) -> Any:
+    """Export stage 1 + threshold + the detector in ``detector_file`` as one ONNX graph at ``path``.
+
+    The parity check runs ONNX Runtime against PyTorch on ``frames`` raw validation frames of stage 1's
+    data (one per run: the graph takes one frame, :attr:`TwoStageDetector.export_batch`), comparing
+    every box coordinate, score and label. Returns the :class:`~medprune.compress.export.ExportResult`.
+    """
+    from medprune.compress.export import export_onnx
+    from medprune.workflows.data import prepare_data
+    from medprune.workflows.helpers import load_model_file
+
+    first = stage1_config(config)
+    data = prepare_data(first, first.run_dir)
+    split = "val" if "val" in data.datasets else "train"
+    dataset = data.datasets[split]
+    checks = [dataset._to_tensor(dataset.load(i)[0])[None] for i in range(min(frames, len(dataset)))]
+    model = two_stage_model(config, load_model_file(detector_file, config, torch.device("cpu")))
+    ec = config.export
+    return export_onnx(model, checks[0], path, opset=ec.opset, rtol=ec.rtol, atol=ec.atol, check_inputs=checks[1:])
 
 
 def two_stage_model(config: ExperimentConfig, detector: torch.nn.Module) -> torch.nn.Module:
