@@ -110,6 +110,8 @@ class Task:
     selection_metrics: ClassVar[tuple[str, ...]] = ("loss",)
     #: The default selection metric.
     default_selection: ClassVar[str] = "loss"
+    #: Whether validation computes a loss (``metrics.jsonl`` ``val_loss``; ``NaN`` when not).
+    validation_loss: ClassVar[bool] = True
     #: Per-class metrics of ``metrics.json`` a report compares (``per_class.<class>.<key>``).
     per_class_metrics: ClassVar[tuple[MetricSpec, ...]] = ()
     #: Summary metrics of ``metrics.json`` a report compares.

@@ -116,6 +116,7 @@ class DetectionTask(Task):
     gate_metric = "recall"
     selection_metrics = ("ap50", "map", "recall", "total")
     default_selection = "ap50"
+    validation_loss = False  # torchvision's detectors compute their losses in train mode only
     per_class_metrics = (MetricSpec("recall", "Recall"), MetricSpec("precision", "Precision"),
                          MetricSpec("ap50", "AP@0.5"), MetricSpec("total", "Total (R+P+IoU)/3"))
     summary_metrics = (MetricSpec("ap50", "AP@0.5"), MetricSpec("map", "mAP@[.5:.95]"),
