@@ -21,6 +21,20 @@ is built and leaves the model as it found it:
 4. **Side effects**: building a graph leaves the model in eval mode, and pruning replaces
    parameters (resetting ``requires_grad``). :class:`preserved_state` records each module's
    mode, each parameter's ``requires_grad`` (by name) and every buffer, and puts them back.
+5. **Shape-only views mistaken for flattens** (Faster R-CNN's ``MultiScaleRoIAlign``): when a pyramid
+   level receives exactly one RoI, ``result[idx] = roi_align(...)`` makes PyTorch view the
+   ``(1, 256, 7, 7)`` value as ``(256, 7, 7)``. Torch-Pruning infers that view's output width by
+   walking downstream to the next layer with known inputs, *through* the real flatten, reads
+   ``fc6.in_features`` (12544) against 256 channels and maps the view as a flatten of stride 49.
+   Indices are then expanded twice on one path (256 → 12544 → 614656 …), cycle through the other
+   levels and the shared RPN head, and grouping runs out of memory. :func:`drop_nested_flattens`
+   keeps only the flatten nearest the consuming layer and turns every flatten that reaches another
+   one into the element-wise op it is. (One 800 px image is enough to trigger it: the synthetic box
+   of :func:`detection_forward` is then the only RoI on the coarsest level.)
+6. **Tracing memory**: the graph keeps every ``grad_fn`` alive, and with them every activation saved
+   for a backward pass that never runs (4.7 GB for a ResNet-50 FPN at 800 px, batch 2).
+   :func:`structure_only` traces with :func:`torch.autograd.graph.saved_tensors_hooks` that keep
+   nothing; Torch-Pruning reads only the shapes and dimensions autograd stores beside them.
 """
 
 from __future__ import annotations
@@ -33,7 +47,7 @@ from medprune.compress._tp import tp
 from torch import nn
 
 __all__ = ["ForwardFn", "no_inplace", "preserved_state", "train_forward", "detection_forward", "build_graph",
-           "output_layers", "input_layers", "flatten_outputs"]
+           "output_layers", "input_layers", "flatten_outputs", "structure_only", "drop_nested_flattens"]
 
 #: ``forward_fn(model, example_inputs) -> outputs`` used for tracing and the train-mode self-check.
 ForwardFn = Callable[[nn.Module, Any], Any]
@@ -124,7 +138,12 @@ def is_detector(model: nn.Module) -> bool:
 
 
 def default_forward_fn(model: nn.Module) -> ForwardFn:
-    """The tracing forward medprune uses for ``model``."""
+    """The tracing forward medprune uses for ``model``: the model's own ``trace_forward(example_inputs)``
+    when it declares one (a detector on tensors synthesises the targets its losses need), else
+    :func:`detection_forward` for torchvision detectors and :func:`train_forward` for the rest."""
+    own = getattr(model, "trace_forward", None)
+    if callable(own):
+        return lambda m, example_inputs: m.trace_forward(example_inputs)
     return detection_forward if is_detector(model) else train_forward
 
 
@@ -190,16 +209,85 @@ def customized_pruners() -> dict[type, Any]:
     return pruners
 
 
+@contextlib.contextmanager
+def structure_only() -> Iterator[None]:
+    """Record autograd graphs without the tensors they save for backward (gap 6).
+
+    Torch-Pruning walks ``grad_fn.next_functions`` and reads the integer attributes autograd keeps
+    beside the saved tensors (``_saved_self_sym_sizes``, ``_saved_dim``, split sizes, slice bounds),
+    never the tensors themselves, and never runs backward. Dropping them lets each activation be
+    freed as soon as the forward is done with it. A backward through such a graph raises.
+    """
+    def pack(tensor: torch.Tensor) -> None:
+        return None
+
+    def unpack(_: None) -> torch.Tensor:
+        raise RuntimeError("this graph was recorded by medprune's structure-only trace, which keeps no "
+                           "activations; it cannot be backpropagated")
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+        yield
+
+
+def _flatten_inputs(node: Any) -> list[Any]:
+    """The dependencies through which Torch-Pruning maps ``node`` as a flatten (from and to its inputs)."""
+    flatten = tp.dependency.index_mapping._FlattenIndexMapping
+    deps = [d for d in node.dependencies if any(d.target is i for i in node.inputs)]
+    deps += [d for i in node.inputs for d in i.dependencies if d.target is node]
+    return [d for d in deps if isinstance(d.index_mapping[0], flatten)]
+
+
+def _reaches(graph: tp.DependencyGraph, node: Any, targets: set[int]) -> bool:
+    """Whether a node in ``targets`` (by id) lies downstream of ``node`` before any layer that has its
+    own input width — the walk Torch-Pruning makes to infer a reshape's output width."""
+    stack, seen = list(node.outputs), set()
+    while stack:
+        n = stack.pop()
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        if id(n) in targets:
+            return True
+        if graph.get_in_channels(n) is None:
+            stack.extend(n.outputs)
+    return False
+
+
+def drop_nested_flattens(graph: tp.DependencyGraph) -> list[Any]:
+    """Unmap every flatten that reaches another flatten downstream (gap 5); return the nodes unmapped.
+
+    Torch-Pruning sizes a reshape's output by the first layer downstream that knows its input width,
+    even when another reshape lies in between, so a view in front of a flatten (a squeeze, a no-op
+    ``view``) gets the same stride and the indices are multiplied by it twice. Along any such chain
+    only the reshape nearest the consumer keeps the mapping: the expansion then happens once, and
+    ``fc.in_features`` still shrinks by ``stride`` per removed channel. The others become element-wise
+    nodes, so the mapping that Torch-Pruning recomputes before every group leaves them alone.
+    """
+    flattens = [n for n in graph.module2node.values()
+                if n.type == tp.ops.OPTYPE.RESHAPE and _flatten_inputs(n)]
+    ids = {id(n) for n in flattens}
+    nested = [n for n in flattens if _reaches(graph, n, ids - {id(n)})]
+    for node in nested:
+        for dep in _flatten_inputs(node):
+            dep.index_mapping[0] = tp.dependency.INDEX_MAPPING_PLACEHOLDER
+        node.type = tp.ops.OPTYPE.ELEMENTWISE
+    return nested
+
+
 def build_graph(model: nn.Module, example_inputs: Any, forward_fn: ForwardFn | None = None) -> tp.DependencyGraph:
     """Torch-Pruning's dependency graph of ``model``, traced with the gaps closed.
 
     Leaves the model's modes, ``requires_grad`` flags and buffers (BatchNorm statistics) unchanged.
+    The graph holds no activations (:func:`structure_only`), and nested flattens are unmapped
+    (:func:`drop_nested_flattens`).
     """
     forward_fn = forward_fn or default_forward_fn(model)
-    with preserved_state(model), no_inplace(model), torch.enable_grad():  # the tracer follows autograd
-        return tp.DependencyGraph().build_dependency(
+    with preserved_state(model), no_inplace(model), torch.enable_grad(), structure_only():  # tracer follows autograd
+        graph = tp.DependencyGraph().build_dependency(
             model, example_inputs=example_inputs, forward_fn=forward_fn, output_transform=flatten_outputs,
             customized_pruners=customized_pruners())
+    drop_nested_flattens(graph)
+    return graph
 
 
 _ROOTS = (nn.modules.conv._ConvNd, nn.Linear)
