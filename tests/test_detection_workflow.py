@@ -86,10 +86,18 @@ def test_two_stage_run_trains_stage_one_then_the_detector_on_its_cleaned_frames(
     assert 0 < kept.mean() < 1 and np.abs(cleaned[kept].astype(int) - raw[kept].astype(int)).max() <= 1
 
 
+def _strict(text: str) -> dict:
+    """JSON as other tools read it: NaN and Infinity are not JSON."""
+    return json.loads(text, parse_constant=lambda token: pytest.fail(f"{token} in a JSON file"))
+
+
 def test_detection_metrics_hold_every_key_with_pullback_intervals(two_stage) -> None:
     _, _, run = two_stage
+    for line in (run / "metrics.jsonl").read_text().splitlines():  # no validation loss: null, not NaN
+        record = _strict(line)
+        assert record["val_loss"] is None and record["val_ap50"] is not None
     for folder in (run, run / "compressed"):
-        metrics = json.loads((folder / "metrics.json").read_text())
+        metrics = _strict((folder / "metrics.json").read_text())
         assert metrics["task"] == "detection" and metrics["bootstrap_unit"] == "patient"
         for key in ("ap50", "map", "recall", "precision", "iou", "total", "interval_recall", "interval_precision",
                     "interval_iou", "interval_total"):

@@ -432,7 +432,7 @@ class Trainer:
             "epoch": self.epoch,
             "lr": self.optimizer.param_groups[0]["lr"],
             "train_loss": train_loss,
-            "val_loss": metrics["loss"],
+            "val_loss": None if math.isnan(metrics["loss"]) else metrics["loss"],  # NaN: the task computes none
             **self.task.epoch_record(metrics),
             "best_epoch": self.best_epoch,
             "early_stop": self.stopped,
@@ -449,8 +449,8 @@ class Trainer:
             with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
             self._log_tensorboard(record)
-            log.info("epoch %d/%d  train_loss %.4f  val_loss %.4f  val_%s %s%s", self.epoch, self.optim_cfg.epochs,
-                     train_loss, metrics["loss"], self.metric,
+            log.info("epoch %d/%d  train_loss %.4f  %sval_%s %s%s", self.epoch, self.optim_cfg.epochs,
+                     train_loss, "" if record["val_loss"] is None else f"val_loss {record['val_loss']:.4f}  ", self.metric,
                      f"{value:.4f}" if isinstance(value, float) else value, "  (best)" if improved else "")
         return record
 

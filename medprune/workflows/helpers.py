@@ -180,7 +180,7 @@ def _write(evaluation: Evaluation, dataset: Any, config: ExperimentConfig, task:
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = task.metrics(evaluation, _patients(dataset, evaluation), config.eval)
     metrics = {"split": split, "synthetic_data": synthetic, "task": task.name, "model": model, **(extra or {}),
-               "loss": evaluation.loss, **metrics}
+               "loss": None if np.isnan(evaluation.loss) else evaluation.loss, **metrics}  # NaN: no validation loss
     atomic_write_json(out_dir / "metrics.json", metrics)
     task.write_predictions(evaluation, dataset, out_dir)
     note = " (synthetic phantom data)" if synthetic else ""
