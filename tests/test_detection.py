@@ -173,3 +173,18 @@ def test_polar_to_cartesian_puts_angles_and_depths_where_they_belong() -> None:
     assert out.shape == (8, 8)
     assert out[5, 5] == 10 and out[2, 2] == 30
     assert out[7, 1] == 0 and out[6, 1] == 99  # beyond the deepest row: 0; on it: the rim
+
+
+def test_width_scales_the_timm_stem_and_macs_count_every_roi() -> None:
+    from medprune.models.cost import count_macs
+
+    model = create_model("faster_rcnn", **TINY).eval()
+    body = model.detector.backbone.body.body
+    stem = [m for m in body.modules() if isinstance(m, torch.nn.Conv2d)][:3]
+    assert [c.out_channels for c in stem] == [4, 4, 8]  # 64 x 0.125 after the deep stem's three convs
+    rois = []
+    model.detector.roi_heads.box_head.fc6.register_forward_hook(lambda m, a, o: rois.append(a[0].shape[0]))
+    macs = count_macs(model, (1, 64, 128))
+    fc6 = model.detector.roi_heads.box_head.fc6
+    assert rois and rois[0] > 1  # several proposals reach the box head of one frame
+    assert macs["detector.roi_heads.box_head.fc6"] == rois[0] * fc6.in_features * fc6.out_features

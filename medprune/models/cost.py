@@ -54,18 +54,20 @@ class StageCost:
 MAC_LAYERS = (nn.modules.conv._ConvNd, nn.Linear)
 
 
-def layer_macs(module: nn.Module, output: torch.Tensor) -> int:
-    """Multiply-accumulates of one conv or linear layer for the first sample of its ``output``.
+def layer_macs(module: nn.Module, output: torch.Tensor, samples: int = 1) -> int:
+    """Multiply-accumulates of one conv or linear layer per input sample, from its ``output`` for ``samples`` inputs.
 
     Convolutions: output elements × (input channels / groups) × kernel size; linear layers: output
-    elements × input features.
+    elements × input features. Every row of the output counts: a detector's RoI head runs its layers
+    on a batch of RoIs (one row per proposal) for a single image, so "the first row" would count one
+    proposal of a hundred.
     """
     if isinstance(output, (tuple, list)):
         output = output[0]
-    per_sample = output[0].numel() if output.dim() > 1 else output.numel()
+    elements = output.numel() // max(1, int(samples))
     if isinstance(module, nn.modules.conv._ConvNd):
-        return per_sample * module.weight[0].numel()  # (in / groups) × kernel
-    return per_sample * module.in_features
+        return elements * module.weight[0].numel()  # (in / groups) × kernel
+    return elements * module.in_features
 
 
 def meta_forward(model: nn.Module, input_size: tuple[int, ...],
@@ -96,10 +98,11 @@ def count_macs(model: nn.Module, inputs: Sequence[int] | Any, *,
     branch (Inception's auxiliary head) is not counted; the model's modes are restored.
     """
     macs: dict[str, int] = {}
+    samples = 1  # the forward below runs one sample, except a forward_fn's own inputs
 
     def hook_for(name: str) -> Any:
         def hook(module: nn.Module, args: Any, output: torch.Tensor) -> None:
-            macs[name] = macs.get(name, 0) + layer_macs(module, output)
+            macs[name] = macs.get(name, 0) + layer_macs(module, output, samples)
         return hook
 
     layers = [(m, hook_for(n)) for n, m in model.named_modules() if isinstance(m, MAC_LAYERS)]
@@ -118,6 +121,7 @@ def count_macs(model: nn.Module, inputs: Sequence[int] | Any, *,
             if isinstance(inputs, torch.Tensor):
                 model(inputs[:1])
             elif forward_fn is not None:
+                samples = len(inputs) if isinstance(inputs, (list, tuple)) else 1
                 forward_fn(model, inputs)
             else:
                 model(inputs)

@@ -29,8 +29,10 @@ Backbones (``backbone``):
 * ``resnet50`` — torchvision's ResNet-50 + FPN (256 channels × ``width``) for GPUs: the stock
   ``fasterrcnn_resnet50_fpn`` architecture, built without weights (BatchNorm, not frozen);
 * any timm model name (e.g. ``resnet18``) with ``features_only=True``: the small CPU backbone.
-  For timm ResNets ``width`` scales every stage's channels (``channels``/``stem_width``), so
-  ``resnet18`` at ``width: 0.25`` (16 … 128 channels) trains on 2 CPU cores.
+  For timm ResNets ``width`` scales every stage's channels (``channels``) and the stem — which,
+  below width 1, is ResNet-D's deep stem (three 3×3 convs; timm keeps its plain 7×7 stem at 64
+  channels whatever ``stem_width`` says) — so ``resnet18`` at ``width: 0.25`` (stem 16, stages
+  16 … 128 channels) trains on 2 CPU cores.
 
 ``pretrained=True`` loads ImageNet weights for the backbone (timm or torchvision download them;
 off by default, and the tests never use it).
@@ -89,8 +91,10 @@ class _TimmBody(nn.Module):
             if not name.startswith("resnet"):
                 raise ConfigError(f"model.kwargs.width: {width} scales timm ResNet backbones only; "
                                   f"'{name}' has its own width in its name (e.g. mobilenetv3_small_050)")
+            # timm sizes only the deep stem by stem_width (its plain 7x7 stem keeps 64 channels whatever
+            # is asked): at a width multiplier the stem is ResNet-D's three 3x3 convs, 64 x width wide
             kwargs = {"channels": tuple(max(4, int(round(c * width))) for c in (64, 128, 256, 512)),
-                      "stem_width": max(4, int(round(64 * width)))}
+                      "stem_type": "deep", "stem_width": max(2, int(round(32 * width)))}
         try:
             self.body = timm.create_model(name, features_only=True, pretrained=pretrained, in_chans=in_chans,
                                           **kwargs)
