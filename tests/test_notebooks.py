@@ -18,12 +18,21 @@ EXPECTED = {
     "thermography_quickstart.ipynb": ["must be > 0"],  # the bad-value cell shows the validation message
     "compress_and_compare.ipynb": ["must be in [0, 1)", "fewer MACs", "max |PyTorch - ONNX Runtime|",
                                    "report:"],
+    "ivoct_two_stage.ipynb": ["stage 1:", "recall of small plaques", "fewer MACs", "background_threshold",
+                              "on a raw frame: max |PyTorch - ONNX Runtime|", "report:"],
+}
+
+#: The model line each notebook prints at its full settings (the tests' tiny settings print another).
+FULL_MODEL = {
+    "thermography_quickstart.ipynb": ("inception_v3 {'width': 0.125", "small_cnn {"),
+    "compress_and_compare.ipynb": ("inception_v3 {'width': 0.125", "small_cnn {"),
+    "ivoct_two_stage.ipynb": ("faster_rcnn {'backbone': 'resnet18', 'width': 0.25", "'width': 0.125"),
 }
 
 
 def test_there_are_notebooks() -> None:
     assert NOTEBOOKS
-    assert sorted(EXPECTED) == [p.name for p in NOTEBOOKS]  # every notebook has its checks
+    assert sorted(EXPECTED) == sorted(FULL_MODEL) == [p.name for p in NOTEBOOKS]  # every notebook has its checks
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -39,7 +48,8 @@ def test_notebook_is_stored_executed_as_a_document(path: Path) -> None:
     text = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for o in outputs)
     assert "synthetic data: True" in text
     # the full settings, not the tests' tiny ones: each notebook prints its model line (name, kwargs)
-    assert "inception_v3 {'width': 0.125" in text and "small_cnn {" not in text
+    full, tiny = FULL_MODEL[path.name]
+    assert full in text and tiny not in text
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
