@@ -19,7 +19,8 @@ import numpy as np
 if TYPE_CHECKING:
     from medprune.metrics.detection import DetectionPredictions
 
-__all__ = ["COCO_IOU_THRESHOLDS", "torchmetrics_ap"]
+__all__ = ["COCO_IOU_THRESHOLDS", "ApTable", "ap_table", "box_iou", "greedy_match", "interpolated_ap", "replicate_ap",
+           "score_order", "torchmetrics_ap"]
 
 COCO_IOU_THRESHOLDS = tuple(float(t) for t in np.linspace(0.5, 0.95, 10))
 """pycocotools' ``Params.iouThrs`` (torchmetrics' own default differs in the last float32 bits)."""
@@ -33,7 +34,7 @@ _AP_BLOCK_CELLS = 1 << 22
 # ----------------------------------------------------------------------------- matching
 
 
-def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``torchvision.ops.box_iou`` in float64, ``(len(a), len(b))``; 0 where a box has no area."""
     if len(a) == 0 or len(b) == 0:
         return np.zeros((len(a), len(b)))
@@ -45,7 +46,7 @@ def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.nan_to_num(iou, nan=0.0)  # two empty boxes: 0/0
 
 
-def _greedy_match(iou: np.ndarray, threshold: float) -> np.ndarray:
+def greedy_match(iou: np.ndarray, threshold: float) -> np.ndarray:
     """pycocotools' matching of score-sorted predictions (rows) to targets: target index or -1 per row."""
     n_pred, n_gt = iou.shape
     gt_of = np.full(n_pred, -1, dtype=np.int64)
@@ -63,7 +64,7 @@ def _greedy_match(iou: np.ndarray, threshold: float) -> np.ndarray:
     return gt_of
 
 
-def _score_order(scores: np.ndarray) -> np.ndarray:
+def score_order(scores: np.ndarray) -> np.ndarray:
     return np.argsort(-scores, kind="mergesort")  # descending, ties in input order (pycocotools)
 
 
@@ -71,7 +72,7 @@ def _score_order(scores: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class _ApTable:
+class ApTable:
     """Every kept prediction in pycocotools' global order with its match flag per IoU threshold.
 
     ``frame``: ``(D,)`` frame of each prediction; ``tp``: ``(T, D)`` matched at threshold ``t``;
@@ -83,27 +84,27 @@ class _ApTable:
     n_targets: np.ndarray
 
 
-def _ap_table(predictions: DetectionPredictions, iou_thresholds: Sequence[float]) -> _ApTable:
+def ap_table(predictions: DetectionPredictions, iou_thresholds: Sequence[float]) -> ApTable:
     """pycocotools' evaluateImg for all frames: top-100 by score per frame, greedy match per threshold."""
     max_det = _COCO_MAX_DETECTIONS[-1]
     frames, scores, flags = [], [], []
     for i in range(predictions.n_frames):
-        order = _score_order(predictions.scores[i])[:max_det]
-        iou = _box_iou(predictions.boxes[i][order], predictions.target_boxes[i])
+        order = score_order(predictions.scores[i])[:max_det]
+        iou = box_iou(predictions.boxes[i][order], predictions.target_boxes[i])
         frames.append(np.full(len(order), i, dtype=np.int64))
         scores.append(predictions.scores[i][order])
-        matched = [_greedy_match(iou, t) >= 0 for t in iou_thresholds]
+        matched = [greedy_match(iou, t) >= 0 for t in iou_thresholds]
         flags.append(np.stack(matched).reshape(len(iou_thresholds), -1))
     score = np.concatenate(scores)
-    order = _score_order(score)  # pycocotools' accumulate: all frames' detections, stable by score
-    return _ApTable(
+    order = score_order(score)  # pycocotools' accumulate: all frames' detections, stable by score
+    return ApTable(
         frame=np.concatenate(frames)[order],
         tp=np.concatenate(flags, axis=1)[:, order],
         n_targets=np.asarray([len(b) for b in predictions.target_boxes], dtype=np.int64),
     )
 
 
-def _interpolated_ap(tp: np.ndarray, fp: np.ndarray, n_gt: np.ndarray) -> np.ndarray:
+def interpolated_ap(tp: np.ndarray, fp: np.ndarray, n_gt: np.ndarray) -> np.ndarray:
     """COCO 101-point interpolated AP of each row; ``NaN`` where there is no target.
 
     ``tp``/``fp``: ``(B, K)`` cumulative weights of true and false positives at each true positive
@@ -128,7 +129,7 @@ def _interpolated_ap(tp: np.ndarray, fp: np.ndarray, n_gt: np.ndarray) -> np.nda
     return out
 
 
-def _replicate_ap(table: _ApTable, mult: np.ndarray, unit: np.ndarray) -> np.ndarray:
+def replicate_ap(table: ApTable, mult: np.ndarray, unit: np.ndarray) -> np.ndarray:
     """AP ``(B, T)`` of each replicate and IoU threshold from unit multiplicities ``mult`` ``(B, P)``.
 
     ``unit`` ``(N,)`` is each frame's unit. A unit drawn twice brings each of its predictions and
@@ -157,7 +158,7 @@ def _replicate_ap(table: _ApTable, mult: np.ndarray, unit: np.ndarray) -> np.nda
             m = mult[lo : lo + block]
             tp = np.cumsum(m[:, det_unit[at]], axis=1)
             fp = np.cumsum(np.asarray(counts @ m.T).T, axis=1)
-            out[lo : lo + block, t] = _interpolated_ap(tp, fp, n_gt[lo : lo + block])
+            out[lo : lo + block, t] = interpolated_ap(tp, fp, n_gt[lo : lo + block])
     return out
 
 

@@ -147,8 +147,8 @@ from medprune.metrics._common import (
     small_sample_section,
     to_numpy,
 )
-from medprune.metrics._detection_ap import (COCO_IOU_THRESHOLDS, _ap_table, _box_iou, _greedy_match,
-                                             _replicate_ap, _score_order, torchmetrics_ap)
+from medprune.metrics._detection_ap import (COCO_IOU_THRESHOLDS, ap_table, box_iou, greedy_match,
+                                             replicate_ap, score_order, torchmetrics_ap)
 from medprune.metrics.predictions import as_sample_ids
 
 if TYPE_CHECKING:
@@ -450,9 +450,9 @@ def match_detections(
     t = _as_float(target_boxes, "target_boxes", "boxes", 2)
     if len(s) != len(b):
         raise DataError(f"match_detections: {len(b)} boxes but {len(s)} scores")
-    order = _score_order(s)
-    iou = _box_iou(b[order], t)
-    gt_sorted = _greedy_match(iou, float(iou_threshold))
+    order = score_order(s)
+    iou = box_iou(b[order], t)
+    gt_sorted = greedy_match(iou, float(iou_threshold))
     gt_of = np.full(len(b), -1, dtype=np.int64)
     gt_of[order] = gt_sorted
     matched_iou = np.zeros(len(b))
@@ -526,10 +526,10 @@ def per_frame_scores(
     plaques: list[tuple[int, float, bool]] = []
     for i in range(n):
         keep = predictions.scores[i] >= thr
-        pb = predictions.boxes[i][keep][_score_order(predictions.scores[i][keep])]
+        pb = predictions.boxes[i][keep][score_order(predictions.scores[i][keep])]
         gb = predictions.target_boxes[i]
-        iou = _box_iou(pb, gb)
-        gt_of = _greedy_match(iou, m_iou)
+        iou = box_iou(pb, gb)
+        gt_of = greedy_match(iou, m_iou)
         hit = gt_of >= 0
         k, m, matched = len(pb), len(gb), int(hit.sum())
         counts[i] = (m, k, matched)
@@ -572,7 +572,7 @@ def coco_average_precision(
     if not thresholds:
         raise DataError("iou_thresholds: give at least one IoU threshold, e.g. (0.5,)")
     n = predictions.n_frames
-    ap = _replicate_ap(_ap_table(predictions, thresholds), np.ones((1, n)), np.arange(n))
+    ap = replicate_ap(ap_table(predictions, thresholds), np.ones((1, n)), np.arange(n))
     return none_if_nan(ap[0].mean())
 
 
@@ -776,11 +776,11 @@ def _evaluate(predictions: DetectionPredictions, opts: _Options) -> dict[str, An
     mult = bs.draw_replicates(n_units, opts.n_bootstrap, opts.seed)
     names = [*_BOX_METRICS, *_INTERVAL_METRICS]
     sums = sb.per_unit_sums(fs.values(names), unit, n_units)
-    table = _ap_table(predictions, COCO_IOU_THRESHOLDS)
+    table = ap_table(predictions, COCO_IOU_THRESHOLDS)
 
     def headline(m: np.ndarray) -> dict[str, np.ndarray]:
         means = sb.replicate_means(m, *sums)
-        ap = _replicate_ap(table, m, unit)
+        ap = replicate_ap(table, m, unit)
         out = {"ap50": ap[:, 0], "map": ap.mean(axis=1)}
         out.update({name: means[:, j] for j, name in enumerate(names)})
         out["total"] = means[:, :3].mean(axis=1)

@@ -277,9 +277,13 @@ class DetectionTask(Task):
         Returns ``{"kind": "score_threshold", "threshold", "total", "curve": [[t, total], ...]}``;
         ``medprune predict`` keeps detections scoring at least ``threshold``.
         """
-        from medprune.engine.trainer import predict
+        from torch.utils.data import DataLoader
 
-        evaluation = predict(model, dataset, self, batch_size=batch_size, device=device, full=False)
+        evaluator = self.evaluator(full=False)
+        model = model.to(device).eval()
+        for x, y, idx in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+            evaluator.update(model(x.to(device)), y, idx)
+        evaluation = evaluator.merge([evaluator.state()])
         thresholds = np.round(np.arange(0.05, 0.951, 0.05), 2)
         saved = self.score_threshold
         curve = []
@@ -337,15 +341,15 @@ class DetectionTask(Task):
         """Overlay PNGs of the detections: on the polar frame, and on its Cartesian (x, y) scan conversion."""
         from medprune._io import atomic_write
         from medprune.data.polar import polar_to_cartesian
-        from medprune.tasks.segmentation import _write_png
+        from medprune.tasks.segmentation import write_png
 
         rows = self._kept(logits, calibration)
         gray = image.mean(axis=2) if image.ndim == 3 else image
         lo, hi = float(gray.min()), float(gray.max())
         gray = (gray - lo) / (hi - lo) if hi > lo else np.zeros_like(gray)
         polar = draw_boxes(np.repeat(gray[:, :, None], 3, axis=2), rows[:, :4], _DETECTED)
-        written = [_write_png(out_dir / f"{name}_polar.png", (polar * 255).round().astype(np.uint8), atomic_write)]
+        written = [write_png(out_dir / f"{name}_polar.png", (polar * 255).round().astype(np.uint8), atomic_write)]
         cart = polar_to_cartesian(polar)
-        written.append(_write_png(out_dir / f"{name}_cartesian.png", (np.clip(cart, 0, 1) * 255).round()
+        written.append(write_png(out_dir / f"{name}_cartesian.png", (np.clip(cart, 0, 1) * 255).round()
                                   .astype(np.uint8), atomic_write))
         return written

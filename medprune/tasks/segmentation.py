@@ -26,7 +26,7 @@ import torch
 from medprune.tasks.base import TASKS, Evaluation, Evaluator, MetricSpec, Task
 from medprune.tasks.classification import first_output
 
-__all__ = ["SegmentationTask", "median_frequency_weights", "overlay", "CLASS_COLOURS"]
+__all__ = ["SegmentationTask", "median_frequency_weights", "overlay", "write_png", "CLASS_COLOURS"]
 
 
 def median_frequency_weights(pixel_counts: Sequence[int] | np.ndarray) -> torch.Tensor:
@@ -65,7 +65,8 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndar
     return np.clip(out, 0.0, 1.0)
 
 
-def _write_png(path: Path, array: np.ndarray, atomic_write: Any) -> Path:
+def write_png(path: Path, array: np.ndarray, atomic_write: Any) -> Path:
+    """Write ``array`` (8-bit grey or RGB) as a PNG at ``path`` through ``atomic_write``; its folder is made."""
     from PIL import Image
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -296,13 +297,13 @@ class SegmentationTask(Task):
 
         probs = torch.softmax(first_output(logits).float(), dim=0).cpu().numpy()
         labels = probs.argmax(axis=0).astype(np.uint8)
-        written = [_write_png(out_dir / f"{name}_mask.png", labels, atomic_write),
-                   _write_png(out_dir / f"{name}_overlay.png", (overlay(image, labels) * 255).round().astype(np.uint8),
+        written = [write_png(out_dir / f"{name}_mask.png", labels, atomic_write),
+                   write_png(out_dir / f"{name}_overlay.png", (overlay(image, labels) * 255).round().astype(np.uint8),
                               atomic_write)]
         if calibration and calibration.get("kind") == "background_threshold":
             keep = (1.0 - probs[0]) >= float(calibration["threshold"])
             gray = image.mean(axis=2) if image.ndim == 3 else image
-            written.append(_write_png(out_dir / f"{name}_background_removed.png",
+            written.append(write_png(out_dir / f"{name}_background_removed.png",
                                       (np.clip(gray, 0, 1) * keep * 255).round().astype(np.uint8), atomic_write))
         return written
 

@@ -85,6 +85,7 @@ def stage1_frames(config: ExperimentConfig, run_dir: Path, *, run_first: bool = 
     from medprune.data.detection import frame_key, load_box_records
     from medprune.data.polar import write_boxes
     from medprune.data.manifest import write_manifest
+    from medprune.tasks.segmentation import write_png
     from medprune.workflows.data import prepare_data
     from medprune.workflows.helpers import load_model_file
 
@@ -139,7 +140,7 @@ def stage1_frames(config: ExperimentConfig, run_dir: Path, *, run_first: bool = 
                 img, _ = dataset.load(i)  # not augmented, whatever the split
                 grey = cleaner.clean(dataset._to_tensor(img)[None])[0].mean(dim=0).numpy()
                 rel = Path(split) / sample.patient_id / f"{len(rows):06d}_{sample.path.stem}.png"
-                _write_png(out / rel, (grey * 255).round().astype(np.uint8))
+                write_png(out / rel, (grey * 255).round().astype(np.uint8), atomic_write)
                 record = records.get(frame_key(sample))
                 if record is None:
                     raise DataError(f"{sample.path} (row {sample.row}): no record in {boxes_file}")
@@ -152,13 +153,6 @@ def stage1_frames(config: ExperimentConfig, run_dir: Path, *, run_first: bool = 
     write_manifest(manifest, rows)
     atomic_write_json(stamp_file, current)
     return manifest
-
-
-def _write_png(path: Path, array: np.ndarray) -> None:
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
 
 
 def export_two_stage(config: ExperimentConfig, detector_file: Path, path: Path, *, frames: int = 16) -> Any:
