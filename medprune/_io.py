@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "atomic_torch_save", "default_file_mode"]
+__all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "atomic_torch_save", "default_file_mode", "read_json"]
 
 
 def default_file_mode() -> int:
@@ -62,3 +62,17 @@ def atomic_torch_save(path: str | os.PathLike[str], obj: Any) -> Path:
     import torch  # here, not at the top: the ground layer is imported by commands that never save tensors
 
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def read_json(path: str | os.PathLike[str], what: str) -> Any:
+    """The JSON document at ``path``; a missing or unreadable file raises
+    :class:`~medprune.errors.DataError` naming the file and ``what`` it should have been."""
+    from medprune.errors import DataError
+
+    file = Path(path)
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{file}: {what} not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{file}: cannot read {what} ({exc})") from None

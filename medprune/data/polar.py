@@ -38,7 +38,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -48,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from medprune._io import atomic_write_json
+from medprune._io import atomic_write_json, read_json
 from medprune.errors import ConfigError, DataError
 
 __all__ = [
@@ -517,12 +516,7 @@ def write_boxes(path: str | os.PathLike[str], frames: Sequence[FrameBoxes]) -> P
 def read_boxes(path: str | os.PathLike[str]) -> list[FrameBoxes]:
     """Read a boxes file written by :func:`write_boxes`; errors name the file and frame record."""
     file = Path(path)
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{file}: boxes file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{file}: cannot read boxes file ({exc})") from None
+    data = read_json(file, "boxes file")
     if not isinstance(data, dict) or data.get("format") != BOXES_FORMAT or not isinstance(data.get("frames"), list):
         raise DataError(f"{file}: not a boxes file (expected format {BOXES_FORMAT!r} with a 'frames' list)")
     return [FrameBoxes.from_dict(item, f"{file} frame record {i}") for i, item in enumerate(data["frames"])]

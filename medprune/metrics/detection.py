@@ -114,7 +114,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -126,7 +125,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
-from medprune._io import atomic_write_json
+from medprune._io import atomic_write_json, read_json
 from medprune.data.polar import (
     box_to_interval,
     coverage_overlap,
@@ -978,10 +977,5 @@ def write_detection_predictions(
 def read_detection_predictions(path: str | os.PathLike[str]) -> DetectionPredictions:
     """Read a file written by :func:`write_detection_predictions`; errors name the file and frame."""
     source = Path(path)
-    try:
-        data = json.loads(source.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{source}: detection predictions file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{source}: cannot read detection predictions ({exc})") from None
+    data = read_json(source, "detection predictions file")
     return DetectionPredictions.from_dict(data, where=str(source))

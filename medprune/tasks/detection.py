@@ -143,6 +143,7 @@ class DetectionTask(Task):
         self.max_boxes = int(max_boxes)
         self.size_buckets = tuple(float(b) for b in size_buckets)
         self.frame_width: int | None = None  # set by dataset(): the columns spanning 360°
+        self._cache: tuple[str, Any] | None = None  # (boxes file, its records): read once per file
 
     # ------------------------------------------------------------------ data
     @classmethod
@@ -177,8 +178,7 @@ class DetectionTask(Task):
         from medprune.data import load_box_records
 
         key = str(Path(data.boxes).resolve())
-        cached = getattr(self, "_cache", None)
-        if cached is None or cached[0] != key:
+        if self._cache is None or self._cache[0] != key:
             self._cache = (key, load_box_records(data.boxes))
         return self._cache[1]
 
