@@ -195,7 +195,7 @@ def predict(
     out: Path = typer.Option(..., "--out", help="Folder for predictions.json and the per-image files."),
 ) -> None:
     """Run a trained or compressed model on files you point to: probabilities (classification), masks and
-    overlays (segmentation), and predictions.json for the batch."""
+    overlays (segmentation), boxes, arcs and overlays (detection; both IVOCT stages), and predictions.json."""
     from medprune.workflows.predict import predict_job
 
     outcome = predict_job(target, inputs, out, overrides=overrides or [])

@@ -98,7 +98,10 @@ class ExperimentConfig:
         from medprune.models import model_input_multiple, model_min_input_size
 
         kwargs = {k: v for k, v in self.model_kwargs().items() if k != "pretrained"}
-        min_h, min_w = model_min_input_size(self.model.name, **kwargs)
+        try:  # the model's own argument checks (detector layouts, widths) name model.kwargs.<key> themselves
+            min_h, min_w = model_min_input_size(self.model.name, **kwargs)
+        except ConfigError as exc:
+            raise FieldError("", str(exc)) from None
         h, w = self.data.image_size
         check(h >= min_h and w >= min_w, "data.image_size",
               f"{self.model.name} needs inputs of at least {min_h}x{min_w} px (smaller ones shrink to nothing in "

@@ -188,3 +188,20 @@ def test_width_scales_the_timm_stem_and_macs_count_every_roi() -> None:
     fc6 = model.detector.roi_heads.box_head.fc6
     assert rois and rois[0] > 1  # several proposals reach the box head of one frame
     assert macs["detector.roi_heads.box_head.fc6"] == rois[0] * fc6.in_features * fc6.out_features
+
+
+def test_a_detector_config_the_model_cannot_build_is_refused_at_load(tmp_path) -> None:
+    """Before a two-stage run spends minutes on stage 1: the file and the key are named at load."""
+    from medprune.config import config_from_dict
+
+    data = {"task": "detection",
+            "data": {"stage1": None, "phantom": {"kind": "ivoct", "patients": 4, "size": [48, 96]},
+                     "classes": ["background", "plaque"], "label_classes": ["normal", "plaque"],
+                     "image_size": [48, 96], "channels": "gray"},
+            "model": {"name": "faster_rcnn", "kwargs": {"backbone": "resnet18", "layout": "fpn6",
+                                                       "anchor_sizes": [12, 32, 64]}}}
+    with pytest.raises(ConfigError, match=r"^x\.yaml: model\.kwargs\.anchor_sizes: layout fpn6 puts one size"):
+        config_from_dict(data, "x.yaml")
+    data["model"]["kwargs"] = {"backbone": "mobilenetv3_small_050", "width": 0.5}
+    with pytest.raises(ConfigError, match=r"^x\.yaml: model\.kwargs\.width: 0\.5 scales ResNet backbones only"):
+        config_from_dict(data, "x.yaml")

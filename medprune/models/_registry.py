@@ -49,11 +49,14 @@ _MIN_SIZES: dict[str, Callable[[dict[str, Any]], tuple[int, int]]] = {}
 _TASKS: dict[str, str] = {}
 #: The number each model's input ``H`` and ``W`` must be divisible by, as a function of its keyword arguments.
 _MULTIPLES: dict[str, Callable[[dict[str, Any]], int]] = {}
+#: Argument checks of models that have them (values the constructor would refuse), run without building.
+_CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {}
 
 
 def register_model(name: str, *, min_input_size: tuple[int, int] | Callable[[dict[str, Any]], tuple[int, int]],
                    task: str = "classification",
-                   input_multiple: int | Callable[[dict[str, Any]], int] = 1) -> Callable[[Any], Any]:
+                   input_multiple: int | Callable[[dict[str, Any]], int] = 1,
+                   check: Callable[[dict[str, Any]], None] | None = None) -> Callable[[Any], Any]:
     """Decorator registering a model constructor: ``@register_model("name", min_input_size=(75, 75))``.
 
     ``min_input_size`` is the smallest ``(H, W)`` the model runs on (a function of the keyword
@@ -64,6 +67,9 @@ def register_model(name: str, *, min_input_size: tuple[int, int] | Callable[[dic
     ``(N, K, H, W)``; a config pairs a model only with its task. ``input_multiple`` is the number
     ``H`` and ``W`` must be divisible by (MONAI's ``UNet`` halves its input four times with strided
     convolutions and concatenates each level with its upsampled twin, so it needs multiples of 16).
+    ``check(arguments)`` refuses argument values the model cannot be built with (raising
+    :class:`~medprune.errors.ConfigError` naming ``model.kwargs.<key>``) without building it:
+    :func:`model_min_input_size` runs it, so a config is refused at load.
     """
     rule = min_input_size if callable(min_input_size) else (lambda kwargs, size=tuple(min_input_size): size)
     if not callable(input_multiple) and (isinstance(input_multiple, bool) or not isinstance(input_multiple, int)
@@ -76,6 +82,8 @@ def register_model(name: str, *, min_input_size: tuple[int, int] | Callable[[dic
         _MIN_SIZES[name] = rule  # type: ignore[assignment]
         _TASKS[name] = task
         _MULTIPLES[name] = multiple
+        if check is not None:
+            _CHECKS[name] = check
         return fn
 
     return decorator
@@ -91,6 +99,8 @@ def model_min_input_size(name: str, **kwargs: Any) -> tuple[int, int]:
     """The smallest ``(H, W)`` model ``name`` built with ``kwargs`` accepts, without building it."""
     fn = MODELS.get(name)
     arguments = dict(_check_kwargs(name, inspect.signature(fn), kwargs).arguments)
+    if name in _CHECKS:
+        _CHECKS[name](arguments)
     h, w = _MIN_SIZES[name](arguments)
     return int(h), int(w)
 

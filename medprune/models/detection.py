@@ -231,12 +231,37 @@ class PlaqueDetector(nn.Module):
         return detections_to_tensor(self.detector(list(images)), self.max_detections)
 
 
+def _check_arguments(kwargs: dict[str, Any]) -> None:
+    """Refuse arguments the detector cannot be built with — at config load (the registry's ``check``),
+    before a two-stage run spends minutes on stage 1, and again when it is built."""
+    layout, anchor_sizes, width = kwargs["layout"], kwargs["anchor_sizes"], kwargs["width"]
+    drop_rate, num_classes = kwargs["drop_rate"], kwargs["num_classes"]
+    if layout not in LAYOUTS:
+        raise ConfigError(f"model.kwargs.layout: must be one of {list(LAYOUTS)}, got {layout!r}")
+    sizes = [int(s) for s in anchor_sizes]
+    if not sizes or any(s <= 0 for s in sizes):
+        raise ConfigError(f"model.kwargs.anchor_sizes: positive pixel sizes, got {list(anchor_sizes)}")
+    levels = _STAGES + 2 if layout == "fpn6" else 1
+    if layout == "fpn6" and len(sizes) != levels:
+        raise ConfigError(f"model.kwargs.anchor_sizes: layout fpn6 puts one size on each of its {levels} levels; "
+                          f"got {len(sizes)} sizes (use layout one_map for any number)")
+    if not 0 < width <= 4:
+        raise ConfigError(f"model.kwargs.width: must be in (0, 4], got {width}")
+    if width != 1.0 and not str(kwargs["backbone"]).startswith("resnet"):
+        raise ConfigError(f"model.kwargs.width: {width} scales ResNet backbones only; '{kwargs['backbone']}' has its "
+                          "own width in its name (e.g. mobilenetv3_small_050)")
+    if drop_rate:
+        raise ConfigError(f"model.kwargs.drop_rate: Faster R-CNN has no dropout; got {drop_rate}")
+    if num_classes < 2:
+        raise ConfigError(f"model: num_classes counts the background and must be >= 2, got {num_classes}")
+
+
 def _min_size(kwargs: dict[str, Any]) -> tuple[int, int]:
     # four stride-2 stages and (fpn6) two more pooled levels; 32 px keeps the coarsest stage at 1 cell
     return (32, 32)
 
 
-@register_model("faster_rcnn", min_input_size=_min_size, task="detection")
+@register_model("faster_rcnn", min_input_size=_min_size, task="detection", check=_check_arguments)
 def faster_rcnn(num_classes: int = 2, in_chans: int = 1, width: float = 1.0, pretrained: bool = False,
                 drop_rate: float = 0.0, backbone: str = "resnet50", layout: Literal["one_map", "fpn6"] = "one_map",
                 anchor_sizes: Sequence[int] = ANCHOR_SIZES, aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
@@ -255,21 +280,9 @@ def faster_rcnn(num_classes: int = 2, in_chans: int = 1, width: float = 1.0, pre
     from torchvision.models.detection.anchor_utils import AnchorGenerator
     from torchvision.ops import MultiScaleRoIAlign
 
-    if layout not in LAYOUTS:
-        raise ConfigError(f"model.kwargs.layout: must be one of {list(LAYOUTS)}, got {layout!r}")
+    _check_arguments(locals())
     sizes = [int(s) for s in anchor_sizes]
-    if not sizes or any(s <= 0 for s in sizes):
-        raise ConfigError(f"model.kwargs.anchor_sizes: positive pixel sizes, got {list(anchor_sizes)}")
     levels = _STAGES + 2 if layout == "fpn6" else 1
-    if layout == "fpn6" and len(sizes) != levels:
-        raise ConfigError(f"model.kwargs.anchor_sizes: layout fpn6 puts one size on each of its {levels} levels; "
-                          f"got {len(sizes)} sizes (use layout one_map for any number)")
-    if not 0 < width <= 4:
-        raise ConfigError(f"model.kwargs.width: must be in (0, 4], got {width}")
-    if drop_rate:
-        raise ConfigError(f"model.kwargs.drop_rate: Faster R-CNN has no dropout; got {drop_rate}")
-    if num_classes < 2:
-        raise ConfigError(f"model: num_classes counts the background and must be >= 2, got {num_classes}")
     if backbone == "resnet50":
         body: nn.Module = _ResNet50Body(in_chans, pretrained)
     else:
