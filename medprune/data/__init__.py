@@ -16,6 +16,14 @@ Segmentation manifests add a ``mask`` column (and, for multi-frame DICOM, a per-
                                 augmentation=build_augmentation(specs, masks=True), seed=0,
                                 label_classes=label_classes, values=values)
 
+Degradation-aware classification (``data.degradation``) degrades each image with a seeded JPEG /
+noise / blur level and appends its severity q as constant planes (:mod:`medprune.data.degrade`)::
+
+    train = ClassificationDataset(parts["train"], classes, (224, 224), "gray", options,
+                                  degradation=build_degrader(config, train=True))
+    x, y, i = train[0]                                     # (1 + q_dim, 224, 224)
+    grid = test.at_level("jpeg", 30)                       # every item at quality 30, q = 0.7
+
 Phantoms (:func:`make_phantom`) are SYNTHETIC data sets for demos and tests.
 """
 
@@ -24,6 +32,16 @@ from medprune.data.augment import (
     build_augmentation,
     check_mask_interpolation,
     validate_augmentation,
+)
+from medprune.data.degrade import (
+    DEGRADATIONS,
+    Degradation,
+    DegradationDraw,
+    Degrader,
+    build_degrader,
+    degradation,
+    pack_q,
+    unpack_q,
 )
 from medprune.data.dataset import ClassificationDataset, ImageDataset, ManifestDataset, augmentation_seed
 from medprune.data.manifest import (
@@ -57,6 +75,7 @@ from medprune.data.segmentation import SegmentationDataset, resize_mask
 from medprune.data.splits import patient_labels, split_by_patient, split_summary
 
 __all__ = [
+    "DEGRADATIONS",
     "MASK_SUFFIXES",
     "PHANTOMS",
     "REQUIRED_COLUMNS",
@@ -64,6 +83,9 @@ __all__ = [
     "SUPPORTED_SUFFIXES",
     "BadSample",
     "ClassificationDataset",
+    "Degradation",
+    "DegradationDraw",
+    "Degrader",
     "DetectionDataset",
     "ImageDataset",
     "ManifestDataset",
@@ -75,13 +97,16 @@ __all__ = [
     "augmentation_names",
     "augmentation_seed",
     "build_augmentation",
+    "build_degrader",
     "check_mask_interpolation",
     "check_samples",
+    "degradation",
     "format_bad_samples",
     "load_box_records",
     "make_phantom",
     "make_thermography_phantom",
     "mask_to_classes",
+    "pack_q",
     "patient_labels",
     "phantom_kinds",
     "read_manifest",
@@ -93,6 +118,7 @@ __all__ = [
     "split_by_patient",
     "split_summary",
     "to_channels",
+    "unpack_q",
     "uses_dicom_reader",
     "validate_augmentation",
     "write_bad_samples",

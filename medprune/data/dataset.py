@@ -3,20 +3,25 @@
 :class:`ManifestDataset` is what every task's dataset shares. Pipeline per item: the row's image
 (:func:`~medprune.data.manifest.read_row_image`: :func:`~medprune.data.readers.read_sample` with
 the row's DICOM ``frame``) → :func:`~medprune.data.readers.to_channels` → resize to
-``image_size`` (area interpolation when shrinking, linear when enlarging) → augmentation →
-``(x - mean) / std`` → ``(C, H, W)`` float32 tensor. :class:`ClassificationDataset` adds the
-label; :class:`~medprune.data.segmentation.SegmentationDataset` adds the mask, which moves with
-the image through the same augmentation draw.
+``image_size`` (area interpolation when shrinking, linear when enlarging) → degradation (with
+``data.degradation``; :mod:`medprune.data.degrade`) → augmentation → ``(x - mean) / std`` →
+``(C, H, W)`` float32 tensor. :class:`ClassificationDataset` adds the label (and, with a
+degradation, appends the item's q as constant planes, :func:`~medprune.data.degrade.pack_q`);
+:class:`~medprune.data.segmentation.SegmentationDataset` adds the mask, which moves with the image
+through the same augmentation draw (the degradation touches the image only).
 
 Augmentation randomness is seeded from ``(seed, epoch, index)``, so an item looks the same
 whichever DataLoader worker loads it, however many workers there are, and a run resumed at
 epoch e sees exactly the augmentations the original run saw. Call :meth:`~ManifestDataset.set_epoch`
 before iterating each epoch (with ``persistent_workers=True`` the workers keep their own copy of
-the dataset and miss the call, so leave that off).
+the dataset and miss the call, so leave that off). Degradations are drawn the same way
+(:meth:`~medprune.data.degrade.Degrader.draw_for`): per epoch on a training split, once per item
+on an evaluation split.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +30,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from medprune.data.degrade import DegradationDraw, Degrader, pack_q
 from medprune.data.manifest import Sample, read_row_image
 from medprune.data.readers import ReaderOptions, SampleReadError, to_channels
 from medprune.errors import ConfigError, DataError
@@ -73,6 +79,10 @@ class ManifestDataset(torch.utils.data.Dataset):
         colormap: matplotlib colormap for ``channels="color"``.
         mean, std: normalisation, one value or one per channel.
         seed: base seed of the per-item augmentation seeds.
+        degradation: a :class:`~medprune.data.degrade.Degrader` (from
+            :func:`~medprune.data.degrade.build_degrader`, which decides from the split whether it
+            draws per epoch and whether it is active) or ``None``: applied after resizing, before
+            augmentation, to the image only.
     """
 
     def __init__(
@@ -86,6 +96,7 @@ class ManifestDataset(torch.utils.data.Dataset):
         mean: float | Sequence[float] = 0.5,
         std: float | Sequence[float] = 0.25,
         seed: int = 0,
+        degradation: Degrader | None = None,
     ) -> None:
         if channels not in ("gray", "color"):
             raise ConfigError(f"data.channels: expected 'gray' or 'color', got {channels!r}")
@@ -108,6 +119,30 @@ class ManifestDataset(torch.utils.data.Dataset):
             raise ConfigError(f"data.std: expected positive values, got {self.std.tolist()}")
         self.seed = int(seed)
         self.epoch = 0
+        self.degradation = degradation
+
+    @property
+    def q_dim(self) -> int:
+        """Length of the degradation q vector (0 without a degradation)."""
+        return 0 if self.degradation is None else self.degradation.q_dim
+
+    def degradation_of(self, index: int) -> DegradationDraw | None:
+        """Item ``index``'s degradation at the current epoch (``None`` without a degradation),
+        without reading the image: a training split's changes with :meth:`set_epoch`, an
+        evaluation split's does not."""
+        self._check_index(index)
+        if self.degradation is None:
+            return None
+        return self.degradation.draw_for_epoch(self.epoch, index)
+
+    def at_level(self, kind: str | None, value: float | None = None) -> "ManifestDataset":
+        """A shallow copy whose every item is degraded at exactly ``value`` of ``kind`` (``kind=None``:
+        clean, q = 0): one point of the evaluation grid (``DegradationConfig.grid_of``)."""
+        if self.degradation is None:
+            raise ConfigError("data.degradation: this dataset has no degradation, so it has no levels")
+        out = copy.copy(self)
+        out.degradation = self.degradation.fixed(kind, value)
+        return out
 
     @property
     def patient_ids(self) -> list[str]:
@@ -160,6 +195,13 @@ class ManifestDataset(torch.utils.data.Dataset):
         img = to_channels(raw, self.channels, self.colormap)
         return _resize(img, self.image_size).astype(np.float32, copy=False)
 
+    def _degrade(self, index: int, image: np.ndarray) -> tuple[np.ndarray, DegradationDraw | None]:
+        """Item ``index``'s image degraded by its draw (unchanged without a degradation)."""
+        if self.degradation is None:
+            return image, None
+        draw = self.degradation.draw_for_epoch(self.epoch, index)
+        return self.degradation.apply(image, draw), draw
+
     def _augment(
         self, index: int, image: np.ndarray, mask: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -198,10 +240,13 @@ class ClassificationDataset(ManifestDataset):
     Args:
         samples: manifest rows (one split).
         classes: class names; a label's index in this list is its target.
-        image_size, channels, options, augmentation, colormap, mean, std, seed: as for
+        image_size, channels, options, augmentation, colormap, mean, std, seed, degradation: as for
             :class:`ManifestDataset`.
 
     The item index is returned so evaluation can map predictions back to samples and patients.
+    With a degradation the image carries the item's q as D constant planes after its C channels
+    (``(C + D, H, W)``, :func:`~medprune.data.degrade.pack_q`; the planes are not normalised), and
+    :attr:`num_input_channels` is C + D: the input channels of the model.
     """
 
     def __init__(
@@ -216,10 +261,16 @@ class ClassificationDataset(ManifestDataset):
         mean: float | Sequence[float] = 0.5,
         std: float | Sequence[float] = 0.25,
         seed: int = 0,
+        degradation: Degrader | None = None,
     ) -> None:
-        super().__init__(samples, image_size, channels, options, augmentation, colormap, mean, std, seed)
+        super().__init__(samples, image_size, channels, options, augmentation, colormap, mean, std, seed, degradation)
         self.classes = list(classes)
         self._labels = self._label_indices(self.classes)
+
+    @property
+    def num_input_channels(self) -> int:
+        """Channels of an item's tensor: the image's C plus the q planes' D."""
+        return self.num_channels + self.q_dim
 
     @property
     def labels(self) -> list[int]:
@@ -232,8 +283,12 @@ class ClassificationDataset(ManifestDataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         self._check_index(index)
-        img, _ = self._augment(index, self.load(index))
-        return self._to_tensor(img), self._labels[index], index
+        img, draw = self._degrade(index, self.load(index))
+        img, _ = self._augment(index, img)
+        x = self._to_tensor(img)
+        if draw is not None:
+            x = pack_q(x, draw.q)
+        return x, self._labels[index], index
 
 
 class ImageDataset(ManifestDataset):

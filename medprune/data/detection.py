@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from medprune.data.dataset import ManifestDataset
+from medprune.data.degrade import Degrader
 from medprune.data.manifest import Sample
 from medprune.data.polar import FrameBoxes, read_boxes
 from medprune.data.readers import ReaderOptions, SampleReadError
@@ -80,6 +81,8 @@ class DetectionDataset(ManifestDataset):
         image_size, channels, options, augmentation, colormap, mean, std, seed: as for
             :class:`~medprune.data.dataset.ManifestDataset`; ``augmentation`` must be built with
             ``boxes=True`` so boxes move with the image.
+        degradation: as for :class:`~medprune.data.dataset.ManifestDataset`: degrades the image,
+            never the boxes; no q planes are appended (detectors do not take q).
         boxes: the frames' records (:func:`load_box_records`).
         label_classes: the frame-level ``label`` classes (e.g. ``["normal", "plaque"]``).
         max_boxes: the padded target's length; a frame with more boxes is a bad sample.
@@ -104,8 +107,10 @@ class DetectionDataset(ManifestDataset):
         boxes: BoxRecords,
         label_classes: Sequence[str],
         max_boxes: int = 16,
+        degradation: Degrader | None = None,
     ) -> None:
-        super().__init__(samples, image_size, channels, options, augmentation, colormap, mean, std, seed)
+        super().__init__(samples, image_size, channels, options, augmentation, colormap, mean, std, seed,
+                         degradation)
         if len(classes) != 2:
             raise ConfigError(f"data.classes: detection takes the background and one object class, e.g. "
                               f"[background, plaque]; got {list(classes)}")
@@ -145,6 +150,7 @@ class DetectionDataset(ManifestDataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         self._check_index(index)
         image, boxes = self.load(index)
+        image, _ = self._degrade(index, image)  # the image only: boxes are never degraded
         if self.augmentation is not None:
             self.augmentation.set_random_seed(_seed(self, index))
             out = self.augmentation(image=image, bboxes=boxes, labels=np.full(len(boxes), PLAQUE_LABEL))

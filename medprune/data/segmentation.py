@@ -32,6 +32,7 @@ import torch
 
 from medprune.data.augment import check_mask_interpolation
 from medprune.data.dataset import ManifestDataset
+from medprune.data.degrade import Degrader
 from medprune.data.manifest import Sample, read_row_mask
 from medprune.data.readers import MaskValues, ReaderOptions, SampleReadError
 from medprune.errors import ConfigError, DataError
@@ -76,6 +77,8 @@ class SegmentationDataset(ManifestDataset):
         image_size, channels, options, augmentation, colormap, mean, std, seed: as for
             :class:`~medprune.data.dataset.ManifestDataset`; ``augmentation`` moves image and
             mask together and must keep nearest-neighbour mask interpolation.
+        degradation: as for :class:`~medprune.data.dataset.ManifestDataset`: degrades the image,
+            never the mask; no q planes are appended (segmentation models do not take q).
         label_classes: the frame-level ``label`` classes (e.g. ``["normal", "plaque"]``); a
             row's label must be one of them.
         values: which raw mask values make each class — a :class:`~medprune.data.readers.MaskValues`
@@ -102,8 +105,10 @@ class SegmentationDataset(ManifestDataset):
         *,
         label_classes: Sequence[str],
         values: MaskValues | Mapping[str, Any] | None = None,
+        degradation: Degrader | None = None,
     ) -> None:
-        super().__init__(samples, image_size, channels, options, augmentation, colormap, mean, std, seed)
+        super().__init__(samples, image_size, channels, options, augmentation, colormap, mean, std, seed,
+                         degradation)
         self.values = _mask_values(classes, values)
         self.classes = list(self.values.classes)
         self.num_classes = len(self.classes)
@@ -137,6 +142,7 @@ class SegmentationDataset(ManifestDataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         self._check_index(index)
         image, mask = self.load(index)
+        image, _ = self._degrade(index, image)  # the image only: labels are never degraded
         # int32: the widest integer type OpenCV warps (albumentations would narrow int64 itself).
         image, augmented = self._augment(index, image, mask.astype(np.int32))
         moved = cast(np.ndarray, augmented)  # a mask went in, so a mask comes out

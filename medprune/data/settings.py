@@ -13,7 +13,7 @@ from medprune.errors import MedpruneError
 from medprune.schema import FieldError, check, check_options
 from medprune.registry import suggest
 
-__all__ = ["PhantomConfig", "SplitConfig", "DataConfig"]
+__all__ = ["DegradationConfig", "PhantomConfig", "SplitConfig", "DataConfig"]
 
 
 @dataclass
@@ -75,6 +75,80 @@ class SplitConfig:
 
 
 @dataclass
+class DegradationConfig:
+    """Seeded JPEG / noise / blur degradations whose level travels with the sample (``data.degradation``).
+
+    ``kinds`` names registered degradations (:data:`medprune.data.degrade.DEGRADATIONS`: ``jpeg``,
+    ``noise``, ``blur``); each training image gets one kind, chosen uniformly, at a level drawn
+    uniformly from ``ranges[kind]`` (native units: JPEG quality 1-100, noise σ in grey levels
+    0-255, blur σ in pixels; missing kinds take the kind's default range), or stays clean with
+    probability ``p_clean``. ``grid[kind]`` lists the evaluation levels (default: the kind's
+    grid). ``train: false`` trains on clean images (the clean-trained baseline); ``eval`` degrades
+    validation and test with one draw per item, the same every epoch. ``baselines`` lists the
+    models compared (``clean``, ``degraded``). See :mod:`medprune.data.degrade`.
+    """
+
+    kinds: list[str] = field(default_factory=lambda: ["jpeg"])
+    ranges: dict[str, list[float]] = field(default_factory=dict)
+    grid: dict[str, list[float]] = field(default_factory=dict)
+    p_clean: float = 0.0
+    train: bool = True
+    eval: bool = True
+    seed: int = 0
+    baselines: list[str] = field(default_factory=lambda: ["clean", "degraded"])
+
+    def __post_init__(self) -> None:
+        from medprune.data.degrade import DEGRADATIONS, degradation
+
+        check(len(self.kinds) >= 1, "kinds", "needs at least one degradation kind, e.g. [jpeg]")
+        for i, kind in enumerate(self.kinds):
+            if kind not in DEGRADATIONS:
+                raise FieldError(f"kinds[{i}]", suggest(kind, DEGRADATIONS.names(), "degradation"))
+        dupes = sorted({k for k in self.kinds if self.kinds.count(k) > 1})
+        check(not dupes, "kinds", f"duplicate kinds {dupes}")
+        for name, table in (("ranges", self.ranges), ("grid", self.grid)):
+            for kind, values in table.items():
+                key = f"{name}.{kind}"
+                if kind not in self.kinds:
+                    raise FieldError(key, f"{kind!r} is not one of kinds ({', '.join(self.kinds)}); add it to "
+                                          "kinds or remove this entry")
+                spec = degradation(kind)
+                lo, hi = spec.domain
+                if name == "ranges":
+                    check(len(values) == 2 and values[0] <= values[1], key,
+                          f"must be [low, high] with low <= high, got {values}")
+                else:
+                    check(len(values) >= 1, key, "needs at least one level")
+                bad = [v for v in values if not lo <= v <= hi]
+                check(not bad, key, f"{', '.join(f'{v:g}' for v in bad)} outside [{lo:g}, {hi:g}], the valid "
+                                    f"range of {spec.unit}")
+        check(0.0 <= self.p_clean <= 1.0, "p_clean", f"must be in [0, 1], got {self.p_clean}")
+        for i, name in enumerate(self.baselines):
+            if name not in ("clean", "degraded"):
+                raise FieldError(f"baselines[{i}]", suggest(name, ["clean", "degraded"], "baseline"))
+        dupes = sorted({b for b in self.baselines if self.baselines.count(b) > 1})
+        check(not dupes, "baselines", f"duplicate baselines {dupes}")
+
+    @property
+    def q_dim(self) -> int:
+        """The length of the q vector: one slot per kind, in ``kinds`` order."""
+        return len(self.kinds)
+
+    def range_of(self, kind: str) -> tuple[float, float]:
+        """The training range of ``kind`` in native units."""
+        from medprune.data.degrade import degradation
+
+        lo, hi = self.ranges.get(kind) or degradation(kind).default_range
+        return float(lo), float(hi)
+
+    def grid_of(self, kind: str) -> list[float]:
+        """The evaluation levels of ``kind`` in native units."""
+        from medprune.data.degrade import degradation
+
+        return [float(v) for v in self.grid.get(kind) or degradation(kind).default_grid]
+
+
+@dataclass
 class DataConfig:
     """Where the images come from and how they are turned into tensors.
 
@@ -86,7 +160,8 @@ class DataConfig:
     ``stage1`` names a segmentation experiment config (relative to this config's folder) whose
     final model and calibrated background threshold clean the frames this run trains on: its data
     and patient split become this run's, its frames with the background removed
-    (:mod:`medprune.workflows.two_stage`; the IVOCT two-stage detector).
+    (:mod:`medprune.workflows.two_stage`; the IVOCT two-stage detector). ``degradation`` adds seeded
+    JPEG / noise / blur degradations that record their level (:class:`DegradationConfig`).
     """
 
     manifest: str | None = None
@@ -107,6 +182,7 @@ class DataConfig:
     label_classes: list[str] | None = None
     boxes: str | None = None
     stage1: str | None = None
+    degradation: DegradationConfig | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.image_size, int):
