@@ -25,6 +25,9 @@ def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
 class SmallCNN(nn.Module):
     """VGG-style stages ``widths`` (each two 3×3 convs and a 2×2 max-pool), GAP, linear head."""
 
+    #: The attribute holding the final linear layer (as the Inception models' ``classifier_name``).
+    classifier_name = "fc"
+
     def __init__(self, num_classes: int = 2, in_chans: int = 3, widths: Sequence[int] = (32, 64, 128, 256),
                  drop_rate: float = 0.0) -> None:
         super().__init__()
@@ -50,9 +53,13 @@ class SmallCNN(nn.Module):
         """Feature maps before pooling."""
         return self.features(x)
 
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool, drop out and classify the final feature map; ``pre_logits`` stops before the linear."""
+        x = self.dropout(torch.flatten(self.global_pool(x), 1))
+        return x if pre_logits else self.fc(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.flatten(self.global_pool(self.forward_features(x)), 1)
-        return self.fc(self.dropout(x))
+        return self.forward_head(self.forward_features(x))
 
 
 @register_model("small_cnn", min_input_size=(16, 16))  # four stride-2 stages

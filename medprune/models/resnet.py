@@ -146,6 +146,8 @@ class _ResidualNet(nn.Module):
     """Shared bookkeeping: stages named ``stage1..3`` holding blocks named by their full-network index."""
 
     registry_name = ""
+    #: The attribute holding the final linear layer (as the Inception models' ``classifier_name``).
+    classifier_name = "fc"
     stage1: nn.Sequential
     stage2: nn.Sequential
     stage3: nn.Sequential
@@ -204,9 +206,10 @@ class _ResidualNet(nn.Module):
             mask[int(stage) - 1][int(index)] = False
         return mask
 
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        """Pool, drop out and classify the final feature map."""
-        return self.fc(self.head_drop(torch.flatten(self.global_pool(x), 1)))
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool, drop out and classify the final feature map; ``pre_logits`` stops before the linear."""
+        x = self.head_drop(torch.flatten(self.global_pool(x), 1))
+        return x if pre_logits else self.fc(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
