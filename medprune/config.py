@@ -92,6 +92,7 @@ class ExperimentConfig:
             given = self.model.kwargs.get(key)
             check(given is None or given == expected, f"model.kwargs.{key}",
                   f"is set from data ({expected}); got {given}")
+        self._check_degradation()
         if self.name is not None:
             check(bool(self.name) and "/" not in self.name and "\\" not in self.name, "name",
                   f"must be a non-empty folder name, got {self.name!r}")
@@ -111,6 +112,26 @@ class ExperimentConfig:
               f"{self.model.name} needs height and width divisible by {multiple}, got {h}x{w}; "
               f"e.g. {-(-h // multiple) * multiple}x{-(-w // multiple) * multiple}")
         self._check_task()
+
+    def _check_degradation(self) -> None:
+        """A model taking q needs ``data.degradation`` (which sets ``q_dim``); a classification data set with
+        ``data.degradation`` carries q as extra planes, so its model must take q."""
+        takes_q = self._takes_q()
+        check("q_dim" not in self.model.kwargs, "model.kwargs.q_dim",
+              "is set from data.degradation (one value per kind in data.degradation.kinds); remove it")
+        if takes_q:
+            check(self.data.degradation is not None, "data.degradation",
+                  f"is required by model {self.model.name} (it takes the degradation parameter q): e.g. "
+                  "{kinds: [jpeg]}")
+        elif self.data.degradation is not None and self._task_carries_q():
+            raise FieldError("model.name", f"{self.model.name} takes the image only, but data.degradation gives "
+                             "every image its degradation parameter q; use degradation_aware (with "
+                             f"kwargs {{backbone: {self.model.name}, injection: none}} for a model that ignores q)")
+
+    def _task_carries_q(self) -> bool:
+        from medprune.tasks import TASKS
+
+        return self.task in TASKS and TASKS.get(self.task).carries_q
 
     def _check_task(self) -> None:
         from medprune.models import list_models, model_task
@@ -148,7 +169,23 @@ class ExperimentConfig:
         kwargs["num_classes"] = len(self.data.classes)
         kwargs["in_chans"] = 1 if self.data.channels == "gray" else 3
         kwargs["pretrained"] = self.model.pretrained
+        if self.data.degradation is not None and self._takes_q():
+            kwargs["q_dim"] = self.data.degradation.q_dim
         return kwargs
+
+    def input_channels(self) -> int:
+        """Channels of a model input batch: the image's (1 gray, 3 color), plus one constant plane per
+        degradation kind when the model takes the degradation parameter q (:mod:`medprune.data.degrade`)."""
+        channels = 1 if self.data.channels == "gray" else 3
+        if self.data.degradation is not None and self._takes_q():
+            channels += self.data.degradation.q_dim
+        return channels
+
+    def _takes_q(self) -> bool:
+        """Whether the model takes the degradation parameter q (its constructor has ``q_dim``)."""
+        from medprune.models import model_signature
+
+        return "q_dim" in model_signature(self.model.name).parameters
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, YAML-safe dict of the resolved config (without ``source``)."""

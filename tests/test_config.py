@@ -165,12 +165,14 @@ def test_shipped_paper_configs_follow_the_protocol() -> None:
 @pytest.mark.parametrize("name", __import__("medprune.models", fromlist=["list_models"]).list_models("classification"))
 def test_image_size_below_the_models_minimum_is_refused_at_load(name: str, tiny_config_dict: dict) -> None:
     from medprune.config import config_from_dict
-    from medprune.models import create_model, model_min_input_size
+    from medprune.models import create_model, model_min_input_size, model_signature
 
     min_h, min_w = model_min_input_size(name)
     model = create_model(name, num_classes=2, in_chans=1, width=0.25)
     assert (min_h, min_w) == tuple(model.min_input_size[1:])  # the declaration matches the built model
     tiny_config_dict["model"] = {"name": name, "kwargs": {"width": 0.25}}
+    if "q_dim" in model_signature(name).parameters:  # a model taking the degradation parameter needs its data
+        tiny_config_dict["data"]["degradation"] = {"kinds": ["jpeg"]}
     tiny_config_dict["data"]["image_size"] = [max(min_h, 8), max(min_w, 8)]
     config_from_dict(tiny_config_dict, "ok.yaml")
     if min_h > 8:

@@ -9,7 +9,9 @@ no file written — when the outputs differ beyond ``atol + rtol·|reference|``:
     result = export_onnx(model, torch.randn(1, 3, 299, 299), "runs/x/export/model.onnx")
     result.max_abs_diff      # e.g. 2.4e-06
 
-The graph has one input ``"input"`` (N, C, H, W) and one output ``"logits"``. A model with
+The graph has one input ``"input"`` (N, C, H, W) and one output ``"logits"``; a model that takes
+more than the image declares ``input_names`` and ``export_inputs(batch)`` and gets one named input
+each (the degradation-aware classifier: ``image`` and ``q``; :func:`graph_inputs`). A model with
 Direct-Quantization layers is exported through :func:`~medprune.compress.quantize.materialize`
 (plain layers holding the quantized weights, ``Div/Clip/Round/Mul`` for the activations). The legacy
 TorchScript exporter (``dynamo=False``) is used: the dynamo exporter needs ``onnxscript``, which
@@ -34,7 +36,8 @@ from medprune._io import atomic_write
 from medprune.compress.quantize import materialize, quantized_layers
 from medprune.errors import ExportError
 
-__all__ = ["ExportResult", "export_onnx", "compare_outputs", "INPUT_NAME", "OUTPUT_NAME"]
+__all__ = ["ExportResult", "export_onnx", "compare_outputs", "graph_inputs", "packed_feed", "INPUT_NAME",
+           "OUTPUT_NAME"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,11 +80,58 @@ class _FirstOutput(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.model(x)
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        out = self.model(*inputs)
         if isinstance(out, (tuple, list)):
             out = out[0]
         return out
+
+
+def graph_inputs(model: nn.Module, x: torch.Tensor) -> tuple[list[str], tuple[torch.Tensor, ...]]:
+    """The graph input names and tensors for a batch ``x`` as the data pipeline makes it.
+
+    A model taking more than the image declares ``input_names`` and ``export_inputs(x)``: the
+    degradation-aware classifier's batches carry q as constant planes behind the image
+    (:mod:`medprune.data.degrade`), which it splits into ``image (N, C, H, W)`` and ``q (N, D)`` —
+    its deployment form. Any other model takes ``x`` as its one input ``"input"``.
+    """
+    split = getattr(model, "export_inputs", None)
+    if split is None:
+        return [INPUT_NAME], (x,)
+    tensors = tuple(split(x))
+    names = list(model.input_names)
+    if len(names) != len(tensors):
+        raise ExportError(f"export_onnx: {type(model).__name__} names {len(names)} inputs ({', '.join(names)}) "
+                          f"but export_inputs gave {len(tensors)}")
+    return names, tensors
+
+
+def packed_feed(session: Any, x: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
+    """ONNX Runtime's feed for a batch ``x`` as the data pipeline makes it, by the graph's inputs.
+
+    One input takes ``x``. A graph with more (the degradation-aware classifier's ``image`` and
+    ``q``) takes them from the packed batch: the first input the leading channels its shape names,
+    each further ``(N, D)`` input the values at pixel (0, 0) of the next ``D`` planes.
+    """
+    array = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    inputs = session.get_inputs()
+    dtype = {"tensor(float16)": np.float16, "tensor(double)": np.float64}.get(inputs[0].type, np.float32)
+    if len(inputs) == 1:
+        return {inputs[0].name: np.ascontiguousarray(array, dtype=dtype)}
+    channels = inputs[0].shape[1]
+    if not isinstance(channels, int):
+        raise ExportError(f"the graph's first input {inputs[0].name!r} has no fixed channel count; cannot split a "
+                          "packed batch over its inputs")
+    feed = {inputs[0].name: np.ascontiguousarray(array[:, :channels], dtype=dtype)}
+    offset = channels
+    for spec in inputs[1:]:
+        width = int(spec.shape[1])
+        feed[spec.name] = np.ascontiguousarray(array[:, offset:offset + width, 0, 0], dtype=dtype)
+        offset += width
+    if offset != array.shape[1]:
+        raise ExportError(f"a batch of {array.shape[1]} channels does not match the graph's inputs "
+                          f"({', '.join(f'{i.name} {i.shape}' for i in inputs)})")
+    return feed
 
 
 def _single_input(example_inputs: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -95,9 +145,9 @@ def _single_input(example_inputs: torch.Tensor | tuple[torch.Tensor, ...]) -> to
     return x
 
 
-def _reference(model: nn.Module, x: torch.Tensor) -> np.ndarray:
+def _reference(model: nn.Module, x: tuple[torch.Tensor, ...]) -> np.ndarray:
     with torch.inference_mode():
-        out = model(x)
+        out = model(*x)
     if not isinstance(out, torch.Tensor):
         raise ExportError(f"export_onnx: the model must return a tensor (or a tuple led by one), "
                           f"got {type(out).__name__}")
@@ -122,15 +172,16 @@ def compare_outputs(ref: np.ndarray, got: np.ndarray, rtol: float, atol: float) 
             "agreement": float(np.mean(top_ref == top_got)) if n else 1.0}
 
 
-def _compare(path: str, model: nn.Module, batches: list[torch.Tensor], rtol: float,
+def _compare(path: str, model: nn.Module, batches: list[tuple[list[str], tuple[torch.Tensor, ...]]], rtol: float,
              atol: float) -> dict[str, float]:
     import onnxruntime as ort
 
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     refs, gots = [], []
-    for x in batches:
-        ref = _reference(model, x)
-        got = session.run([OUTPUT_NAME], {INPUT_NAME: x.detach().cpu().numpy()})[0]
+    for names, inputs in batches:
+        x = inputs[0]
+        ref = _reference(model, inputs)
+        got = session.run([OUTPUT_NAME], {n: t.detach().cpu().numpy() for n, t in zip(names, inputs)})[0]
         if got.shape != ref.shape:
             raise ExportError(f"export_onnx: ONNX Runtime output has shape {got.shape} for a batch of "
                               f"{x.shape[0]}, PyTorch {ref.shape}")
@@ -155,10 +206,11 @@ def export_onnx(
     """Export ``model`` (in eval mode) to ONNX at ``path``, checked against PyTorch in ONNX Runtime.
 
     Args:
-        model: a module taking one ``(N, C, H, W)`` tensor; if it returns a tuple in eval mode
-            only the first element (the logits) is exported. Its train/eval mode is restored.
-        example_inputs: the example batch (a tensor or a 1-tuple holding one) used for tracing
-            and for the check.
+        model: a module taking one ``(N, C, H, W)`` tensor (or several, declared by ``input_names``
+            and ``export_inputs``: :func:`graph_inputs`); if it returns a tuple in eval mode only
+            the first element (the logits) is exported. Its train/eval mode is restored.
+        example_inputs: the example batch (a tensor or a 1-tuple holding one), as the data pipeline
+            makes it, used for tracing and for the check.
         path: the ``.onnx`` file to write; written atomically, so an existing file is replaced
             only by a graph that passed the check.
         opset: ONNX opset version.
@@ -197,7 +249,8 @@ def export_onnx(
     # exported graph is their materialized twin (plain layers, identical outputs), checked
     # against the quantized model itself.
     traced = _FirstOutput(materialize(model)).eval()
-    dynamic_axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
+    names, inputs = graph_inputs(model, x)
+    dynamic_axes = {**{n: {0: "batch"} for n in names}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
     stats: dict[str, Any] = {"max_abs": None, "max_rel": None, "passed": None, "within": None, "agreement": None}
 
     def write(tmp: str) -> None:
@@ -220,8 +273,8 @@ def export_onnx(
                 warnings.filterwarnings("ignore", message=r"To copy construct from a tensor")
                 warnings.filterwarnings("ignore", message=r".*torch\.jit\.script. is deprecated")
                 warnings.filterwarnings("ignore", message=r"Exporting aten::index operator of advanced indexing")
-                torch.onnx.export(traced, (x,), tmp, dynamo=False, opset_version=opset,
-                                  input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                torch.onnx.export(traced, inputs, tmp, dynamo=False, opset_version=opset,
+                                  input_names=names, output_names=[OUTPUT_NAME],
                                   dynamic_axes=dynamic_axes, do_constant_folding=True)
         except RuntimeError as err:
             raise ExportError(f"{target}: torch.onnx.export failed: {err}") from err
@@ -232,7 +285,7 @@ def export_onnx(
             g = torch.Generator().manual_seed(0)
             other = torch.randn((x.shape[0] + 1, *x.shape[1:]), generator=g, dtype=x.dtype).to(x.device)
             batches.append(other)
-        found = _compare(tmp, wrapped, batches, rtol, atol)
+        found = _compare(tmp, wrapped, [graph_inputs(model, b) for b in batches], rtol, atol)
         if min_agreement is None:
             passed = bool(found["within"] == 1.0)
         else:

@@ -38,7 +38,8 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from torch import nn
 
 from medprune._io import atomic_write
-from medprune.compress.export import INPUT_NAME, OUTPUT_NAME, compare_outputs, export_onnx
+from medprune.compress.export import OUTPUT_NAME, compare_outputs, export_onnx, packed_feed
+from medprune.compress.latency import ort_session
 from medprune.compress.quantize import Calibration, calibration_images, quantized_layers
 from medprune.errors import ExportError, QuantizationError
 from medprune.registry import suggest
@@ -79,15 +80,15 @@ class Int8Result:
 class _BatchReader(CalibrationDataReader):
     """Feeds our calibration batches to ``quantize_static``, one batch per ``get_next``."""
 
-    def __init__(self, arrays: list[np.ndarray]) -> None:
-        self._arrays = arrays
+    def __init__(self, feeds: list[dict[str, np.ndarray]]) -> None:
+        self._arrays = feeds
         self._next = 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         if self._next >= len(self._arrays):
             return None
         self._next += 1
-        return {INPUT_NAME: self._arrays[self._next - 1]}
+        return self._arrays[self._next - 1]
 
     def rewind(self) -> None:
         self._next = 0
@@ -169,7 +170,8 @@ def export_int8(
         with tempfile.TemporaryDirectory(prefix="medprune-int8-") as tmp:
             float_file = Path(fp32_path) if fp32_path is not None else Path(tmp) / "model.fp32.onnx"
             fp32 = export_onnx(model, example, float_file, opset=opset)
-            reader = _BatchReader([x.detach().cpu().numpy().astype(np.float32) for x in images])
+            float_session = ort_session(float_file)
+            reader = _BatchReader([packed_feed(float_session, x) for x in images])
             found: dict[str, float] = {}
 
             def write(tmp_out: str) -> None:
@@ -184,7 +186,7 @@ def export_int8(
                                     per_channel=per_channel, activation_type=QuantType.QInt8,
                                     weight_type=QuantType.QInt8, calibrate_method=CALIBRATE_METHODS[calibrate_method])
                 session = ort.InferenceSession(tmp_out, providers=["CPUExecutionProvider"])
-                got = np.concatenate([session.run([OUTPUT_NAME], {INPUT_NAME: x.detach().cpu().numpy()})[0]
+                got = np.concatenate([session.run([OUTPUT_NAME], packed_feed(session, x))[0]
                                       for x in checks])
                 found.update(compare_outputs(_reference(model, checks), got, 0.0, 0.0))
                 if found["agreement"] < min_agreement:

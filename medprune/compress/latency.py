@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medprune.compress.export import export_onnx
+from medprune.compress.export import export_onnx, packed_feed
 from medprune.models.cost import count_params, total_macs
 
 if TYPE_CHECKING:
@@ -271,15 +271,12 @@ def ort_runner(session_or_path: Any, x: torch.Tensor | np.ndarray,
     """A zero-argument callable running an ONNX graph (a session or an ``.onnx`` path) on ``x``.
 
     A path gets an :func:`ort_session` with ``threads``; a ready session is used as it is. ``x``
-    is converted to the graph input's element type once, outside the timed call.
+    is converted to the graph input's element type once, outside the timed call (a batch carrying
+    the degradation parameter q is split over a two-input graph's ``image`` and ``q``:
+    :func:`~medprune.compress.export.packed_feed`).
     """
     session = _session(session_or_path, threads)
-    graph_input = session.get_inputs()[0]
-    dtype = np.float16 if graph_input.type == "tensor(float16)" else np.float32
-    if graph_input.type == "tensor(double)":
-        dtype = np.float64
-    array = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-    feed = {graph_input.name: np.ascontiguousarray(array, dtype=dtype)}
+    feed = packed_feed(session, x)
 
     def run() -> None:
         session.run(None, feed)

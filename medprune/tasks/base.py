@@ -116,6 +116,9 @@ class Task:
     per_class_metrics: ClassVar[tuple[MetricSpec, ...]] = ()
     #: Summary metrics of ``metrics.json`` a report compares.
     summary_metrics: ClassVar[tuple[MetricSpec, ...]] = ()
+    #: Whether the task's data set, under ``data.degradation``, appends the degradation parameter q to
+    #: each image as extra planes (the model must then take q; :mod:`medprune.data.degrade`).
+    carries_q: ClassVar[bool] = False
     #: The per-item predictions file :meth:`write_predictions` writes beside ``metrics.json``.
     predictions_file: ClassVar[str] = "predictions.csv"
 

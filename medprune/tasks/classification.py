@@ -73,6 +73,7 @@ class ClassificationTask(Task):
     selection_metrics = ("balanced_accuracy", "worst_class_sensitivity", "macro_f1", "macro_auc", "accuracy",
                          "loss")
     default_selection = "balanced_accuracy"
+    carries_q = True
     per_class_metrics = (MetricSpec("sensitivity", "Sensitivity"), MetricSpec("specificity", "Specificity"),
                          MetricSpec("ppv", "PPV"), MetricSpec("npv", "NPV"), MetricSpec("f1", "F1"),
                          MetricSpec("auc", "AUC (one-vs-rest)"))
@@ -93,11 +94,12 @@ class ClassificationTask(Task):
         return check_samples(samples, self.classes, options, progress=progress)
 
     def dataset(self, samples: Any, data: Any, options: Any, *, train: bool, seed: int) -> Any:
-        from medprune.data import ClassificationDataset, build_augmentation
+        from medprune.data import ClassificationDataset, build_augmentation, build_degrader
 
         return ClassificationDataset(samples, self.classes, tuple(data.image_size), data.channels, options,
                                      augmentation=build_augmentation(data.augmentation) if train else None,
-                                     colormap=data.colormap, mean=data.mean, std=data.std, seed=seed)
+                                     colormap=data.colormap, mean=data.mean, std=data.std, seed=seed,
+                                     degradation=build_degrader(data.degradation, train=train))
 
     def balance_classes(self, dataset: Any) -> int:
         return len(self.classes)
@@ -109,11 +111,17 @@ class ClassificationTask(Task):
         return inverse_frequency_weights(self.balance_labels(dataset), len(self.classes))
 
     def loss(self, output: Any, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Cross-entropy of the logits; a tuple output adds ``aux_weight`` × the cross-entropy of each
+        auxiliary head (Inception V3) and, as they are, the 0-dim losses the model computed itself
+        (the degradation-aware model's estimator loss, :mod:`medprune.models.degradation`)."""
         ce = dict(weight=weights, label_smoothing=self.label_smoothing)
         if isinstance(output, (tuple, list)):
             loss = nn.functional.cross_entropy(output[0], target, **ce)
             for aux in output[1:]:
-                loss = loss + self.aux_weight * nn.functional.cross_entropy(aux, target, **ce)
+                if aux.dim() == 0:  # a loss the model computed itself (the degradation estimator's)
+                    loss = loss + aux
+                else:
+                    loss = loss + self.aux_weight * nn.functional.cross_entropy(aux, target, **ce)
             return loss
         return nn.functional.cross_entropy(output, target, **ce)
 

@@ -197,14 +197,14 @@ class DetectionTask(Task):
         return bad
 
     def dataset(self, samples: Any, data: Any, options: Any, *, train: bool, seed: int) -> Any:
-        from medprune.data import DetectionDataset, build_augmentation
+        from medprune.data import DetectionDataset, build_augmentation, build_degrader
 
         self.frame_width = int(data.image_size[1])
         return DetectionDataset(samples, self.classes, tuple(data.image_size), data.channels, options,
                                 augmentation=build_augmentation(data.augmentation, boxes=True) if train else None,
                                 colormap=data.colormap, mean=data.mean, std=data.std, seed=seed,
                                 boxes=self._records(data), label_classes=list(data.label_classes),
-                                max_boxes=self.max_boxes)
+                                max_boxes=self.max_boxes, degradation=build_degrader(data.degradation, train=train))
 
     def balance_classes(self, dataset: Any) -> int:
         return len(dataset.label_classes)

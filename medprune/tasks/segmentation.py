@@ -179,12 +179,13 @@ class SegmentationTask(Task):
         return MaskValues.build(self.classes, data.mask_values)
 
     def dataset(self, samples: Any, data: Any, options: Any, *, train: bool, seed: int) -> Any:
-        from medprune.data import SegmentationDataset, build_augmentation
+        from medprune.data import SegmentationDataset, build_augmentation, build_degrader
 
         return SegmentationDataset(samples, self.classes, tuple(data.image_size), data.channels, options,
                                    augmentation=build_augmentation(data.augmentation, masks=True) if train else None,
                                    colormap=data.colormap, mean=data.mean, std=data.std, seed=seed,
-                                   label_classes=self.label_classes(data), values=self.mask_values(data))
+                                   label_classes=self.label_classes(data), values=self.mask_values(data),
+                                   degradation=build_degrader(data.degradation, train=train))
 
     def balance_classes(self, dataset: Any) -> int:
         return len(dataset.label_classes)

@@ -79,6 +79,8 @@ def resolve_input_size(model_file: Path, ckpt: dict[str, Any], config: Experimen
         return tuple(int(v) for v in recorded)  # type: ignore[return-value]
     spec = ckpt.get("model_spec") or {}
     channels = (spec.get("kwargs") or {}).get("in_chans")
+    # a degradation-aware model's batches carry q as q_dim planes behind the image (medprune.data.degrade)
+    extra = int((spec.get("kwargs") or {}).get("q_dim") or 0)
     hw = None
     stored = ckpt.get("config")
     if isinstance(stored, dict) and isinstance(stored.get("data"), dict):
@@ -88,11 +90,11 @@ def resolve_input_size(model_file: Path, ckpt: dict[str, Any], config: Experimen
     if hw is None and config is not None:
         hw = _size_from_config(config.data)
         if channels is None:
-            channels = 1 if config.data.channels == "gray" else 3
+            channels, extra = config.input_channels(), 0
     if hw is None or channels is None:
         raise ConfigError(f"{model_file}: the file records no input size (no training config in it); pass "
                           "--input-size C H W or --config CONFIG")
-    return int(channels), hw[0], hw[1]
+    return int(channels) + extra, hw[0], hw[1]
 
 
 def _check_batches(config: ExperimentConfig, data: Any) -> list[torch.Tensor]:

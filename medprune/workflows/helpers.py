@@ -92,7 +92,7 @@ def model_record(config: ExperimentConfig) -> dict[str, Any]:
     """``input_size`` ``(C, H, W)``, ``classes``, ``task`` and the resolved ``config``: what every
     checkpoint and model file medprune writes records beside the weights."""
     h, w = config.data.image_size
-    return {"input_size": [1 if config.data.channels == "gray" else 3, int(h), int(w)],
+    return {"input_size": [config.input_channels(), int(h), int(w)],
             "classes": list(config.data.classes), "task": config.task, "config": config.to_dict()}
 
 
@@ -214,13 +214,13 @@ def onnx_evaluation(path: str | Path, dataset: Any, task: Task, threads: int | N
     what INT8 graphs are gated and scored with."""
     from torch.utils.data import DataLoader
 
-    from medprune.compress.export import INPUT_NAME
+    from medprune.compress.export import packed_feed
     from medprune.compress.latency import ort_session
 
     session = ort_session(path, threads)
     evaluator = task.evaluator()
     for x, y, idx in DataLoader(dataset, batch_size=1, shuffle=False):
-        logits = torch.from_numpy(np.asarray(session.run(None, {INPUT_NAME: x.numpy()})[0]))
+        logits = torch.from_numpy(np.asarray(session.run(None, packed_feed(session, x))[0]))
         evaluator.update(logits, y, idx)
     return evaluator.merge([evaluator.state()])
 
@@ -228,14 +228,14 @@ def onnx_evaluation(path: str | Path, dataset: Any, task: Task, threads: int | N
 def evaluate_onnx(path: str | Path, dataset: Any, config: ExperimentConfig, out_dir: str | Path, *, task: Task,
                   split: str, synthetic: bool, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """:func:`evaluate_model` for an ONNX graph (INT8 exports): metrics, predictions, figures."""
-    from medprune.compress.export import INPUT_NAME
+    from medprune.compress.export import packed_feed
     from medprune.compress.latency import ort_session
 
     evaluation = onnx_evaluation(path, dataset, task)
     session = ort_session(path)
 
     def predict_masks(indices: list[int]) -> np.ndarray:
-        return np.concatenate([np.asarray(session.run(None, {INPUT_NAME: dataset[i][0][None].numpy()})[0]).argmax(1)
+        return np.concatenate([np.asarray(session.run(None, packed_feed(session, dataset[i][0][None]))[0]).argmax(1)
                                for i in indices])
 
     return _write(evaluation, dataset, config, task, Path(out_dir), split, synthetic, extra, str(path),
