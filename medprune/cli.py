@@ -193,12 +193,16 @@ def predict(
     inputs: list[Path] = typer.Option(..., "--input", help="An image file to predict (PNG/JPEG/TIFF/NPY/DMR .txt/"
                                       "DICOM); repeatable."),
     out: Path = typer.Option(..., "--out", help="Folder for predictions.json and the per-image files."),
+    degradation: Optional[str] = typer.Option(
+        None, "--degradation", help="The inputs' known degradation for a degradation-aware model, as KIND=VALUE in "
+        "the kind's own unit (jpeg=30: JPEG quality 30; noise=15: sigma 15 grey levels; blur=1.5: sigma 1.5 px); "
+        "without it the model's estimator estimates it."),
 ) -> None:
     """Run a trained or compressed model on files you point to: probabilities (classification), masks and
     overlays (segmentation), boxes, arcs and overlays (detection; both IVOCT stages), and predictions.json."""
     from medprune.workflows.predict import predict_job
 
-    outcome = predict_job(target, inputs, out, overrides=overrides or [])
+    outcome = predict_job(target, inputs, out, overrides=overrides or [], degradation=degradation)
     for record in outcome.records:
         typer.echo(f"{record['input']}: {record['summary']}"
                    + (f"; files: {', '.join(record['files'])}" if record.get("files") else ""))

@@ -66,8 +66,10 @@ def test_two_stage_run_trains_stage_one_then_the_detector_on_its_cleaned_frames(
     seg_run = root / "runs" / "tiny_seg"
     assert _statuses(seg_run)["calibrate"] == "done"
     assert {k: v for k, v in _statuses(run).items()} == {
-        "train": "done", "pool": "not_applicable", "prune": "done", "quantize": "not_applicable",
-        "calibrate": "done", "export": "done", "bench": "done", "report": "done"}
+        "train": "done", "baselines": "not_applicable", "pool": "not_applicable", "prune": "done",
+        "quantize": "not_applicable",
+        "calibrate": "done", "export": "done", "bench": "done", "degradation": "not_applicable",
+        "report": "done"}
     # the cleaned frames keep stage 1's patient split: no pullback stage 1 tested on is trained on here
     seg_split = json.loads((seg_run / "splits.json").read_text())
     import csv

@@ -49,9 +49,10 @@ def test_run_writes_every_stage(finished):
     run_dir = outcome.run_dir
     assert list(outcome.stages) == STAGE_NAMES
     assert {k: s["status"] for k, s in outcome.stages.items()} == {
-        "train": "done", "pool": "not_applicable", "prune": "done", "quantize": "not_applicable",
+        "train": "done", "baselines": "not_applicable", "pool": "not_applicable", "prune": "done",
+        "quantize": "not_applicable",
         "calibrate": "not_applicable", "export": "done",
-        "bench": "done", "report": "done"}
+        "bench": "done", "degradation": "not_applicable", "report": "done"}
     assert outcome.final == "prune"
     for name in ("metrics.json", "checkpoints/best.pt", "compressed/model.pt", "compressed/metrics.json",
                  "compressed/base/metrics.json", "compressed/kept_channels.png", "export/model.onnx",
@@ -81,9 +82,10 @@ def test_rerun_reuses_every_stage_and_a_lost_output_is_redone(finished):
     # A run killed during export: its output is missing; train and prune are reused, the rest redone.
     (outcome.run_dir / "export" / "model.onnx").unlink()
     third = run_job(config_from_dict(data, str(path)))
-    assert _statuses(third.run_dir) == {"train": "reused", "pool": "not_applicable", "prune": "reused",
+    assert _statuses(third.run_dir) == {"train": "reused", "baselines": "not_applicable", "pool": "not_applicable",
+                                        "prune": "reused",
                                         "quantize": "not_applicable", "calibrate": "not_applicable", "export": "done",
-                                        "bench": "done", "report": "done"}
+                                        "bench": "done", "degradation": "not_applicable", "report": "done"}
 
 
 def test_changed_compress_setting_redoes_prune_and_later(finished, tmp_path):

@@ -37,8 +37,10 @@ def test_run_trains_prunes_calibrates_exports_and_reports(seg_run) -> None:
     record = json.loads((run / "run.json").read_text())
     assert record["task"] == "segmentation"
     assert {k: v["status"] for k, v in record["stages"].items()} == {
-        "train": "done", "pool": "not_applicable", "prune": "done", "quantize": "not_applicable",
-        "calibrate": "done", "export": "done", "bench": "done", "report": "done"}
+        "train": "done", "baselines": "not_applicable", "pool": "not_applicable", "prune": "done",
+        "quantize": "not_applicable",
+        "calibrate": "done", "export": "done", "bench": "done", "degradation": "not_applicable",
+        "report": "done"}
     for folder in (run, run / "compressed"):
         metrics = json.loads((folder / "metrics.json").read_text())
         assert metrics["task"] == "segmentation" and set(metrics["per_class"]) == {"tissue", "plaque"}

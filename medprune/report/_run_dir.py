@@ -33,6 +33,7 @@ import yaml
 from medprune.compress.gate import GATE_STATUSES  # the gate's statuses: run.json, summaries, export.json
 from medprune.compress.latency import BenchEntry, BenchResult
 from medprune.errors import DataError, RegistryError
+from medprune.metrics.degradation import DegradationGrid
 from medprune.metrics.predictions import Predictions, read_predictions_csv
 from medprune.metrics.segmentation import read_segmentation_predictions_csv
 from medprune.registry import Registry
@@ -171,6 +172,7 @@ class RunData:
     export: dict[str, Any] | None = None
     bench: BenchResult | None = None
     sweep: dict[str, Any] | None = None
+    degradation: DegradationGrid | None = None
     problems: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -498,8 +500,21 @@ def load_run_dir(run_dir: str | Path) -> RunData:
         classes=_reported(base, classes), stages=stages, final=final, base_model=base_model,
         int8=_int8(root, record, export, bench, stages, final, task, problems), record=record,
         config_text=config_text, export=export, bench=bench, sweep=_read_json(root, "sweep/sweep.json", problems),
-        problems=problems,
+        degradation=_read_grid(root, problems), problems=problems,
     )
+
+
+def _read_grid(run_dir: Path, problems: dict[str, str]) -> DegradationGrid | None:
+    """``degradation/grid.json`` (a degradation run's level grid); one that does not parse goes to ``problems``."""
+    relative = "degradation/grid.json"
+    data = _read_json(run_dir, relative, problems)
+    if data is None:
+        return None
+    try:
+        return DegradationGrid.from_dict(data)
+    except (KeyError, TypeError, ValueError) as err:
+        problems[relative] = f"is not a degradation grid: {err}"
+        return None
 
 
 # ----------------------------------------------------------------------------- numbers

@@ -52,6 +52,7 @@ from medprune.report._run_dir import (
     small_sample,
 )
 from medprune.report._task_sections import SECTION_PLOTS, evaluation_sections
+from medprune.report.degradation_plots import degradation_section
 from medprune.report._warnings import DEGENERATE_OUTPUT, ReportWarning, collect_warnings
 from medprune.report.curves import OUTLIER_FACTOR, TrainingLog, plot_training_curves, validation_keys
 from medprune.report.run_plots import (
@@ -743,6 +744,8 @@ def write_report(run_dir: Path | str, *, out: Path | str | None = None) -> Path:
     table, footnotes = _comparison_table(data)
     parts.append(table)
     parts.append(footnotes)
+    if data.degradation is not None or data.problem("degradation/grid.json"):
+        parts.extend(degradation_section(data.degradation, data.run_dir, data.problem("degradation/grid.json")))
     parts.append("<h2>Plots</h2>")
     parts.append(_plots(data, suffix))
     parts.append("<h2>What was run</h2>")

@@ -8,7 +8,9 @@ as it is with the config it records (every model file medprune writes records on
 The inputs go through the same readers, resizing and normalisation as training (and the same
 one-line refusals for a file that cannot be read). What is written is the task's:
 
-- classification: the probability of every class per image;
+- classification: the probability of every class per image; a degradation-aware model
+  (:mod:`medprune.models.degradation`) is given the inputs' degradation when the user knows it
+  (``degradation="jpeg=30"``) and estimates it otherwise; either way the q it used is recorded;
 - segmentation: a mask PNG (class indices), an overlay PNG and, with a calibrated threshold, the
   frame with its background removed, per image;
 - detection: boxes, scores and the angular intervals they cover (wrap-aware) per frame, with the
@@ -88,17 +90,43 @@ def resolve_target(target: Path, overrides: Sequence[str] = ()) -> tuple[Experim
     return config_from_dict(data, f"{target} (its recorded config)"), target, None
 
 
+def degradation_q(config: ExperimentConfig, spec: str) -> tuple[str, float, list[float]]:
+    """``(kind, value, q)`` of a ``KIND=VALUE`` degradation for ``config``'s degradation-aware model."""
+    from medprune.data.degrade import degradation as degradation_kind
+
+    deg = config.data.degradation
+    if deg is None:
+        raise ConfigError(f"--degradation: {config.source} trains no degradation-aware model (no data.degradation)")
+    kind, sep, raw = spec.partition("=")
+    kind = kind.strip()
+    try:
+        value = float(raw)
+    except ValueError:
+        value = None
+    if not sep or value is None:
+        raise ConfigError(f"--degradation: expected KIND=VALUE (e.g. jpeg=30), got {spec!r}")
+    if kind not in deg.kinds:
+        from medprune.registry import suggest
+
+        raise ConfigError(f"--degradation: {suggest(kind, list(deg.kinds), 'degradation kind this model knows')}")
+    q = [0.0] * deg.q_dim
+    q[deg.kinds.index(kind)] = float(degradation_kind(kind).to_q(value))
+    return kind, value, q
+
+
 def predict_job(target: str | Path, inputs: Sequence[str | Path], out_dir: str | Path, *,
-                overrides: Sequence[str] = ()) -> PredictOutcome:
+                overrides: Sequence[str] = (), degradation: str | None = None) -> PredictOutcome:
     """Run the target's model on ``inputs`` and write the task's outputs and ``predictions.json`` into ``out_dir``.
 
     Raises:
         DataError: one line per input that cannot be read (nothing is written then).
-        ConfigError / CheckpointError: the target is not a usable config or model file.
+        ConfigError / CheckpointError: the target is not a usable config or model file, or ``degradation``
+            is not ``KIND=VALUE`` of a kind the model knows.
     """
     config, model_file, calibration = resolve_target(Path(target), overrides)
     if not inputs:
         raise ConfigError("--input: give at least one image file")
+    given = degradation_q(config, degradation) if degradation is not None else None
     configure_runtime(config)
     device = resolve_device(config)
     task = config.build_task()
@@ -129,12 +157,31 @@ def predict_job(target: str | Path, inputs: Sequence[str | Path], out_dir: str |
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     records = []
+    takes_q = "q" in getattr(model, "input_names", ())  # the degradation-aware classifier: image and q
+    if given is not None and not takes_q:
+        raise ConfigError(f"--degradation: the model {model_file} does not take the degradation parameter")
+    if takes_q and given is None and getattr(model, "estimator", None) is None:
+        raise ConfigError(f"--degradation: the model {model_file} has no estimator of the degradation; give the "
+                          f"inputs' degradation as KIND=VALUE (kinds: {', '.join(config.data.degradation.kinds)})")
+    model.eval()
     with torch.no_grad():
         for i, image in enumerate(images):
-            logits = first_output(model(dataset[i][0][None].to(device)))[0].cpu()
+            x = dataset[i][0][None].to(device)
+            extra: dict[str, Any] = {}
+            if takes_q:
+                if given is not None:
+                    q = torch.tensor([given[2]], dtype=x.dtype, device=device)
+                    extra = {"degradation": {"kind": given[0], "value": given[1], "q": given[2], "source": "given"}}
+                else:
+                    q = model.estimate(x)
+                    extra = {"degradation": {"q": [round(float(v), 4) for v in q[0]], "source": "estimated"}}
+                logits = first_output(model(x, q))[0].cpu()
+            else:
+                logits = first_output(model(x))[0].cpu()
             name = f"{i:03d}_{Path(dataset.paths[i]).stem}"
             files = task.write_prediction_files(logits, image, name, out, calibration)
-            found = task.describe_prediction(logits, image_size=tuple(d.image_size), calibration=calibration)
+            found = {**task.describe_prediction(logits, image_size=tuple(d.image_size), calibration=calibration),
+                     **extra}
             records.append({"input": str(dataset.paths[i]), **found, "summary": task.summarize_prediction(found),
                             "files": [str(f.relative_to(out)) for f in files]})
     result = {"model": str(model_file), "config": config.source, "task": task.name, "classes": list(task.classes),

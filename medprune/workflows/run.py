@@ -4,6 +4,8 @@ The stages are one table, :data:`STAGES` — in order, each writing into the run
 ``<runtime.out_dir>/<name>/``::
 
     train     checkpoints/best.pt, metrics.json            (base model, test split)
+    baselines baselines/<name>/  (data.degradation: the models the degradation-aware one must beat,
+              trained at the same budget: on clean images; on degraded images without q)
     pool      pooled/      (compress.pooling: the trained model's pools swapped, fine-tuned, evaluated)
     prune     compressed/  (model.pt, metrics.json, base/, kept channels, plots, prune_summary.json)
     quantize  quantized/   (compress.quantize.method: direct — Direct Quantization, fine-tuned, evaluated)
@@ -14,6 +16,8 @@ The stages are one table, :data:`STAGES` — in order, each writing into the run
               two-stage detector (data.stage1) also export/two_stage.onnx: stage 1, its
               background threshold and the detector as one graph, parity-checked on raw frames
     bench     bench.json   (base and final model timed interleaved, PyTorch and ONNX Runtime CPU)
+    degradation degradation/grid.json, grid.csv, plots (data.degradation: every model — aware with true
+              and estimated q, compressed, baselines — on the test split at each level of the grid)
     report    report.html  (self-contained) + report_*.png
 
 :class:`~medprune.workflows.stages.Runner` decides, stage by stage, what to reuse and what to
@@ -382,6 +386,27 @@ def _bench(ctx: RunContext, stage: Stage) -> dict[str, Any]:
     return {"speedup": result.speedup}
 
 
+def _baselines(ctx: RunContext, stage: Stage) -> dict[str, Any]:
+    from medprune.workflows.degradation import train_baselines
+
+    trained = train_baselines(ctx.config)
+    atomic_write_json(ctx.run_dir / str(stage.folder) / "baselines.json", trained)
+    return {"baselines": trained}
+
+
+def _degradation(ctx: RunContext, stage: Stage) -> dict[str, Any]:
+    from medprune.workflows.degradation import evaluate_grid
+
+    out = ctx.run_dir / str(stage.folder)
+    shutil.rmtree(out, ignore_errors=True)
+    grid = evaluate_grid(ctx.config, ctx.data(), ctx.task, ctx.device(), ctx.final_model(), out)
+    return {"models": [m.name for m in grid.models], "levels": len({p.level for p in grid.points})}
+
+
+def _degradation_applies(config: ExperimentConfig) -> bool:
+    return config.data.degradation is not None and task_class(config.task).carries_q
+
+
 def _report(ctx: RunContext, stage: Stage) -> dict[str, Any]:
     from medprune.report.html import write_report
     from medprune.report.records import StageRecord
@@ -398,6 +423,9 @@ def _report(ctx: RunContext, stage: Stage) -> dict[str, Any]:
 STAGES: tuple[Stage, ...] = (
     Stage("train", None, _train_settings, lambda c: True,
           lambda d: [d / "metrics.json", base_checkpoint(d)], _train, on_changed=_train_changed),
+    Stage("baselines", "baselines", _train_settings,
+          lambda c: _degradation_applies(c) and bool(c.data.degradation.baselines),
+          lambda d: [d / "baselines.json"], _baselines),
     Stage("pool", "pooled", lambda p: {"pooling": p["compress"]["pooling"], "finetune": p["compress"]["finetune"],
                                         "safety": p["compress"]["safety"]},
           lambda c: c.compress.pooling is not None, lambda d: [stage_model(d), d / "metrics.json"], _pool,
@@ -418,6 +446,8 @@ STAGES: tuple[Stage, ...] = (
           lambda d: [d / "model.onnx", d / "export.json"], _export, gated=True),
     Stage("bench", None, lambda p: {"bench": p["bench"]}, lambda c: c.bench.enabled,
           lambda d: [d / "bench.json"], _bench),
+    Stage("degradation", "degradation", lambda p: {"degradation": p["data"]["degradation"], "eval": p["eval"]},
+          _degradation_applies, lambda d: [d / "grid.json", d / "grid.csv"], _degradation),
     Stage("report", None, lambda p: {}, lambda c: True, lambda d: [d / "report.html"], _report),
 )
 STAGE_NAMES: list[str] = [s.name for s in STAGES]

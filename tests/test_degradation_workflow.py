@@ -1,0 +1,197 @@
+"""The degradation study end to end: config checks, baselines at the same budget, the level grid,
+two-input export and bench, predict with a given or an estimated q, and the report section."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from medprune.config import config_from_dict
+from medprune.errors import ConfigError
+from medprune.metrics.degradation import DegradationGrid
+from medprune.workflows.degradation import baseline_config
+from medprune.workflows.run import run_job
+from tests.conftest import TINY_CONFIG, write_yaml
+
+DEGRADATION = {"kinds": ["jpeg", "noise"], "ranges": {"jpeg": [5, 100], "noise": [0, 50]},
+               "grid": {"jpeg": [50, 5], "noise": [40]}, "p_clean": 0.1}
+
+
+def _data(root: Path) -> dict:
+    data = copy.deepcopy(TINY_CONFIG)
+    data["name"] = "tiny_degradation"
+    data["runtime"]["out_dir"] = str(root / "runs")
+    data["data"]["degradation"] = copy.deepcopy(DEGRADATION)
+    data["model"] = {"name": "degradation_aware",
+                     "kwargs": {"backbone": "small_cnn", "width": 0.25, "injection": "film"}}
+    data["optim"].update(epochs=2, optimizer="adam", lr=0.003)
+    data["compress"] = {"criterion": "l1", "ratio": 0.5, "calibration": {"batches": 2, "batch_size": 4},
+                        "finetune": {"epochs": 1}, "safety": {"max_worst_class_drop": None}}
+    data["bench"] = {"rounds": 3, "per_round": 1}
+    return data
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def test_config_fills_q_dim_and_refuses_mismatched_models(tmp_path) -> None:
+    data = _data(tmp_path)
+    config = config_from_dict(data, "deg.yaml")
+    assert config.model_kwargs()["q_dim"] == 2  # one slot per kind
+    plain = copy.deepcopy(data)
+    plain["model"] = {"name": "small_cnn", "kwargs": {"width": 0.25}}
+    with pytest.raises(ConfigError, match=r"deg.yaml: model.name: small_cnn takes the image only.*injection: none"):
+        config_from_dict(plain, "deg.yaml")
+    missing = copy.deepcopy(data)
+    del missing["data"]["degradation"]
+    with pytest.raises(ConfigError, match=r"deg.yaml: data.degradation: is required by model degradation_aware"):
+        config_from_dict(missing, "deg.yaml")
+    given = copy.deepcopy(data)
+    given["model"]["kwargs"]["q_dim"] = 3
+    with pytest.raises(ConfigError, match=r"model.kwargs.q_dim: is set from data.degradation"):
+        config_from_dict(given, "deg.yaml")
+
+
+def test_baselines_keep_the_budget_and_take_q_away(tmp_path) -> None:
+    config = config_from_dict(_data(tmp_path), "deg.yaml")
+    clean, degraded = baseline_config(config, "clean"), baseline_config(config, "degraded")
+    for sub in (clean, degraded):
+        assert sub.model.kwargs["injection"] == "none" and sub.model.kwargs["backbone"] == "small_cnn"
+        assert sub.optim == config.optim and sub.data.split == config.data.split
+        assert sub.run_dir.parent == config.run_dir / "baselines"
+        assert sub.compress.ratio == 0.0
+    assert clean.data.degradation.train is False and degraded.data.degradation.train is True
+    assert clean.data.degradation.eval is True  # evaluated on degraded images all the same
+    with pytest.raises(ConfigError, match="did you mean 'clean'"):
+        baseline_config(config, "clen")
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    root = tmp_path_factory.mktemp("degradation")
+    data = _data(root)
+    path = write_yaml(root / "deg.yaml", data)
+    outcome = run_job(config_from_dict(data, str(path)))
+    return root, path, data, outcome
+
+
+@pytest.mark.slow
+def test_run_trains_baselines_compresses_and_evaluates_the_grid(finished) -> None:
+    _, _, _, outcome = finished
+    run = outcome.run_dir
+    statuses = {k: v["status"] for k, v in outcome.stages.items()}
+    assert statuses["baselines"] == statuses["degradation"] == statuses["prune"] == statuses["export"] == "done"
+    for name in ("clean", "degraded"):
+        assert (run / "baselines" / name / "metrics.json").is_file()
+        assert (run / "baselines" / name / "checkpoints" / "best.pt").is_file()
+    grid = DegradationGrid.from_dict(json.loads((run / "degradation" / "grid.json").read_text()))
+    names = [m.name for m in grid.models]
+    assert names == ["aware (oracle)", "aware (blind)", "compressed (oracle)", "compressed (blind)",
+                     "clean-trained", "degraded-trained"]
+    levels = ["clean", "jpeg=50", "jpeg=5", "noise=40"]
+    assert len(grid.points) == len(names) * len(levels)
+    for m in names:
+        assert [p.level for p in grid.points if p.model == m] == levels
+    # q of each level follows the kind's normalisation (JPEG: (100 - Q) / 100; noise: sigma / 50)
+    assert [p.q for p in grid.points if p.model == names[0]] == pytest.approx([0.0, 0.5, 0.95, 0.8])
+    # intervals and the estimator's error: blind points carry a MAE in [0, 1], oracle ones none
+    for p in grid.points:
+        ba = p.metrics["balanced_accuracy"]
+        assert 0.0 <= ba <= 1.0
+        low, high = p.ci["balanced_accuracy"]
+        assert low <= ba + 1e-9 and ba <= high + 1e-9
+        assert (p.estimator_mae is not None) == p.model.endswith("(blind)")
+        if p.estimator_mae is not None:
+            assert 0.0 <= p.estimator_mae <= 1.0
+    # the compressed model is smaller
+    macs = {m.name: m.macs for m in grid.models}
+    assert macs["compressed (oracle)"] < macs["aware (oracle)"]
+    assert (run / "degradation" / "grid.csv").read_text().count("\n") == len(grid.points) + 1
+    assert (run / "degradation" / "degradation_jpeg.png").is_file()
+    report = (run / "report.html").read_text()
+    assert "<h2>Degradation</h2>" in report and "degraded-trained" in report and "estimator MAE" in report
+
+
+@pytest.mark.slow
+def test_grid_points_equal_an_evaluation_at_that_level(finished) -> None:
+    """A grid point is the task's metrics of the model on the test split degraded at exactly that level."""
+    from medprune.workflows.data import prepare_data
+    from medprune.workflows.helpers import evaluate_model, load_model_file
+
+    root, path, data, outcome = finished
+    config = config_from_dict(data, str(path))
+    grid = DegradationGrid.from_dict(json.loads((outcome.run_dir / "degradation" / "grid.json").read_text()))
+    task = config.build_task()
+    bundle = prepare_data(config, config.run_dir, task=task)
+    test = bundle.datasets["test"].at_level("jpeg", 5)
+    assert all(np.allclose(test.degradation_of(i).q, [0.95, 0.0]) for i in range(len(test)))
+    model = load_model_file(outcome.run_dir / "checkpoints" / "best.pt", config, torch.device("cpu"))
+    metrics = evaluate_model(model, test, config, root / "check", task=task)
+    assert grid.point("aware (oracle)", "jpeg", 5.0).metrics["balanced_accuracy"] == pytest.approx(
+        metrics["balanced_accuracy"])
+
+
+@pytest.mark.slow
+def test_export_has_two_named_inputs_matching_pytorch(finished) -> None:
+    from medprune.workflows.helpers import load_model_file
+
+    root, path, data, outcome = finished
+    run = outcome.run_dir
+    record = json.loads((run / "export" / "export.json").read_text())
+    assert record["fp32"]["passed"] is True
+    session = ort.InferenceSession(str(run / "export" / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["image", "q"]
+    config = config_from_dict(data, str(path))
+    model = load_model_file(run / "compressed" / "model.pt", config, torch.device("cpu")).eval()
+    g = torch.Generator().manual_seed(1)
+    image, q = torch.randn(3, 1, 40, 40, generator=g), torch.rand(3, 2, generator=g)
+    got = session.run(None, {"image": image.numpy(), "q": q.numpy()})[0]
+    with torch.no_grad():
+        want = model(image, q).numpy()
+    assert np.allclose(got, want, atol=1e-4)
+    # the benchmark fed both inputs of the two-input graphs (base and compressed) to ONNX Runtime
+    bench = json.loads((run / "bench.json").read_text())
+    assert set(bench["models"]) == {"base", "compressed"}
+    for entry in bench["models"].values():
+        assert entry["latency_ms"]["onnxruntime"]["median_ms"] > 0
+
+
+@pytest.mark.slow
+def test_predict_with_given_and_estimated_degradation(finished, tmp_path) -> None:
+    from PIL import Image
+
+    from medprune.workflows.predict import predict_job
+
+    root, path, _, outcome = finished
+    frame = tmp_path / "frame.png"
+    Image.fromarray((np.random.default_rng(0).random((40, 40)) * 255).astype(np.uint8)).save(frame)
+    given = predict_job(path, [frame], tmp_path / "given", degradation="jpeg=30")
+    d = given.records[0]["degradation"]
+    assert d["source"] == "given" and d["q"] == pytest.approx([0.7, 0.0])
+    estimated = predict_job(path, [frame], tmp_path / "estimated")
+    e = estimated.records[0]["degradation"]
+    assert e["source"] == "estimated" and len(e["q"]) == 2 and all(0.0 <= v <= 1.0 for v in e["q"])
+    assert sum(given.records[0]["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(ConfigError, match="did you mean 'jpeg'"):
+        predict_job(path, [frame], tmp_path / "bad", degradation="jepg=30")
+    with pytest.raises(ConfigError, match="KIND=VALUE"):
+        predict_job(path, [frame], tmp_path / "bad", degradation="jpeg")
+
+
+@pytest.mark.slow
+def test_rerun_reuses_the_baselines_and_the_grid(finished) -> None:
+    root, path, data, outcome = finished
+    stamp = (outcome.run_dir / "baselines" / "clean" / "checkpoints" / "best.pt").stat().st_mtime_ns
+    again = run_job(config_from_dict(data, str(path)))
+    assert again.stages["baselines"]["status"] == "reused" and again.stages["degradation"]["status"] == "reused"
+    assert (outcome.run_dir / "baselines" / "clean" / "checkpoints" / "best.pt").stat().st_mtime_ns == stamp
