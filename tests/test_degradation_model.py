@@ -36,6 +36,20 @@ def perturb_film(model: DegradationAware, seed: int = 1, scale: float = 0.5) -> 
                 p.copy_(scale * torch.randn(p.shape, generator=g))
 
 
+def perturb_q_start(model: DegradationAware, seed: int = 1) -> None:
+    """Move the zero start of q's weights (FiLM's γ/β, the first convolution's q planes) as training would."""
+    if model.injection.name == "film":
+        perturb_film(model, seed)
+    elif model.injection.name == "channel":
+        first = first_conv(model)
+        with torch.no_grad():
+            first.weight[:, C:] = torch.randn(first.weight[:, C:].shape, generator=torch.Generator().manual_seed(seed))
+
+
+def first_conv(model: DegradationAware) -> nn.Conv2d:
+    return next(m for m in model.backbone.modules() if isinstance(m, nn.Conv2d))
+
+
 def batch(q_dim: int, n: int = 2, seed: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(image, q, packed)``: q in [0, 1] and the packed batch carrying it as constant planes."""
     g = torch.Generator().manual_seed(seed)
@@ -76,8 +90,7 @@ def test_every_injection_is_registered() -> None:
 @pytest.mark.parametrize("injection", USES_Q)
 def test_oracle_output_changes_with_q_and_packed_equals_two_inputs(injection: str, q_dim: int) -> None:
     model = build(injection, q_dim)
-    if injection == "film":
-        perturb_film(model)
+    perturb_q_start(model)
     model.eval()
     image, q, packed = batch(q_dim)
     with torch.no_grad():
@@ -105,6 +118,26 @@ def test_none_ignores_q_and_has_no_estimator(q_dim: int) -> None:
     assert [t.shape for t in model.export_inputs(packed)] == [(2, C, SIZE, SIZE)]
     model.train()
     assert isinstance(model(packed), torch.Tensor)  # no estimator, no auxiliary loss
+
+
+def test_channel_starts_blind_to_the_q_planes_and_learns_to_use_them() -> None:
+    """The first convolution's q-plane weights start at zero (random ones stalled training on the phantom)."""
+    model = build("channel", 3).eval()
+    first = first_conv(model)
+    assert first.in_channels == C + 3
+    assert torch.count_nonzero(first.weight[:, C:]) == 0 and torch.count_nonzero(first.weight[:, :C]) > 0
+    image, q, packed = batch(3, n=4)
+    with torch.no_grad():
+        torch.testing.assert_close(model(image, q), model(image, 1.0 - q), rtol=0, atol=0)
+    model.train()
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.5)
+    logits, aux = model(packed)
+    (nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2, 0])) + aux).backward()
+    assert first.weight.grad[:, C:].abs().sum() > 0  # the q planes get gradients
+    optimiser.step()
+    model.eval()
+    with torch.no_grad():
+        assert (model(image, q) - model(image, 1.0 - q)).abs().max() > 1e-5
 
 
 def test_film_starts_as_the_plain_backbone_and_learns_to_use_q() -> None:

@@ -158,6 +158,18 @@ class ChannelInjection(Injection):
     def backbone_in_chans(cls, in_chans: int, q_dim: int) -> int:
         return in_chans + q_dim
 
+    def prepare(self, backbone: nn.Module) -> None:
+        # The first convolution's weights on the q planes start at zero, so the untrained model is the
+        # plain backbone and learns to use q (as FiLM's zero start). Random weights there add to every
+        # first-layer map a per-image offset as large as q itself: on the thermography phantom the
+        # classifier then stayed at chance in 3 of 3 seeds (benchmarks/degradation_compare.py).
+        first = next((m for m in backbone.modules() if isinstance(m, nn.Conv2d)), None)
+        if first is None or first.in_channels <= self.q_dim:
+            raise ConfigError(f"model.kwargs.injection: channel needs a backbone whose first layer is a convolution "
+                              f"taking the image and q's {self.q_dim} plane(s); {type(backbone).__name__} has none")
+        with torch.no_grad():
+            first.weight[:, first.in_channels - self.q_dim:] = 0.0
+
     def forward(self, backbone: nn.Module, image: torch.Tensor, q: torch.Tensor | None) -> torch.Tensor:
         planes = q[:, :, None, None].expand(-1, -1, image.shape[2], image.shape[3])
         return _logits(backbone, torch.cat([image, planes.to(image.dtype)], dim=1))
