@@ -195,3 +195,113 @@ def test_rerun_reuses_the_baselines_and_the_grid(finished) -> None:
     again = run_job(config_from_dict(data, str(path)))
     assert again.stages["baselines"]["status"] == "reused" and again.stages["degradation"]["status"] == "reused"
     assert (outcome.run_dir / "baselines" / "clean" / "checkpoints" / "best.pt").stat().st_mtime_ns == stamp
+    # a run killed while the second baseline was evaluated: the first is reused, the second resumed
+    (outcome.run_dir / "baselines" / "baselines.json").unlink()
+    (outcome.run_dir / "baselines" / "degraded" / "metrics.json").unlink()
+    third = run_job(config_from_dict(data, str(path)))
+    assert third.stages["baselines"]["status"] == "done" and third.stages["degradation"]["status"] == "done"
+    assert (outcome.run_dir / "baselines" / "clean" / "checkpoints" / "best.pt").stat().st_mtime_ns == stamp
+    assert (outcome.run_dir / "baselines" / "degraded" / "metrics.json").is_file()
+
+
+# ----------------------------------------------------------------------------- export, INT8, bench
+
+
+def _aware(injection: str = "film"):
+    from medprune.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("degradation_aware", num_classes=2, in_chans=1, width=0.25, injection=injection, q_dim=2)
+    return model.eval()
+
+
+def _packed(n: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    image, q = torch.randn(n, 1, 32, 32, generator=g), torch.rand(n, 2, generator=g)
+    return torch.cat([image, q[:, :, None, None].expand(-1, -1, 32, 32)], dim=1)
+
+
+@pytest.mark.parametrize("injection", ["film", "concat_fc", "channel"])
+def test_export_onnx_names_both_inputs_and_packed_feed_splits_a_batch(injection, tmp_path) -> None:
+    from medprune.compress.export import export_onnx, packed_feed
+
+    model = _aware(injection)
+    x = _packed(3)
+    result = export_onnx(model, x, tmp_path / "m.onnx", check_inputs=[_packed(2, seed=1)])
+    assert result.passed and result.max_abs_diff < 1e-4
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["image", "q"]
+    feed = packed_feed(session, x)
+    assert feed["image"].shape == (3, 1, 32, 32) and np.allclose(feed["q"], x[:, 1:, 0, 0].numpy())
+    with torch.no_grad():
+        assert np.allclose(session.run(None, feed)[0], model(x).numpy(), atol=1e-4)
+    # blind mode: one input, the estimator inside the graph
+    model.mode = "blind"
+    export_onnx(model, x, tmp_path / "blind.onnx")
+    blind = ort.InferenceSession(str(tmp_path / "blind.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in blind.get_inputs()] == ["image"]
+    with torch.no_grad():
+        assert np.allclose(blind.run(None, packed_feed(blind, x))[0], model(x[:, :1]).numpy(), atol=1e-4)
+
+
+def test_int8_and_bench_feed_both_inputs(tmp_path) -> None:
+    from medprune.compress.export import export_onnx
+    from medprune.compress.int8 import export_int8
+    from medprune.compress.latency import bench_models
+
+    model = _aware("film")
+    batches = [(_packed(4, seed=s), torch.zeros(4, dtype=torch.long)) for s in range(3)]
+    result = export_int8(model, batches, tmp_path / "m.int8.onnx", min_agreement=0.0)
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["image", "q"]  # calibrated on both inputs
+    assert 0.0 <= result.top1_agreement <= 1.0 and result.samples == 12
+    fp32 = export_onnx(model, _packed(2), tmp_path / "m.onnx").path
+    bench = bench_models({"base": model}, {"base": fp32, "int8": result.path}, _packed(1), rounds=3, per_round=1)
+    assert bench.models["base"].latency_ms["onnxruntime"].median_ms > 0
+    assert bench.models["int8"].latency_ms["onnxruntime"].median_ms > 0
+
+
+# ----------------------------------------------------------------------------- the grid record and its figures
+
+
+def _grid() -> DegradationGrid:
+    from medprune.metrics.degradation import GridModel, GridPoint
+
+    points = []
+    for name, base in (("aware (oracle)", 0.9), ("degraded-trained", 0.8)):
+        points.append(GridPoint(name, None, None, 0.0, {"balanced_accuracy": base, "worst_class_sensitivity": base - 0.1},
+                                {"balanced_accuracy": [base - 0.1, min(1.0, base + 0.05)]}))
+        for i, quality in enumerate((50.0, 10.0)):
+            value = base - 0.1 * (i + 1)
+            points.append(GridPoint(name, "jpeg", quality, (100 - quality) / 100,
+                                    {"balanced_accuracy": value, "worst_class_sensitivity": value - 0.1},
+                                    {"balanced_accuracy": [value - 0.1, value + 0.05]},
+                                    0.05 if name.startswith("aware") else None))
+    return DegradationGrid(classes=["healthy", "sick"], kinds=["jpeg"], units={"jpeg": "JPEG quality Q"}, split="test",
+                           items=20, models=[GridModel("aware (oracle)", "a.pt", "oracle", macs=10),
+                                             GridModel("degraded-trained", "b.pt", "none", macs=10)],
+                           points=points, synthetic_data=True)
+
+
+def test_grid_record_round_trips_and_draws_what_it_holds(tmp_path) -> None:
+    from medprune.report.degradation_plots import degradation_section, plot_degradation_grid
+
+    grid = _grid()
+    again = DegradationGrid.from_dict(json.loads(json.dumps(grid.to_dict())))
+    assert again == grid
+    assert grid.levels("jpeg") == [50.0, 10.0]
+    series = grid.series("aware (oracle)", "jpeg", "balanced_accuracy")
+    assert [q for q, _, _ in series] == [0.0, 0.5, 0.9]
+    assert [v for _, v, _ in series] == pytest.approx([0.9, 0.8, 0.7])
+    assert [c for _, _, c in series] == [pytest.approx((0.8, 0.95)), pytest.approx((0.7, 0.85)),
+                                         pytest.approx((0.6, 0.75))]
+    assert grid.mean_over_levels("degraded-trained", "balanced_accuracy") == pytest.approx(0.65)
+    (plotted,) = plot_degradation_grid(grid, tmp_path)
+    assert plotted.path.name == "degradation_jpeg.png" and plotted.path.is_file()
+    assert [p.title for p in plotted.panels] == ["Balanced accuracy vs jpeg", "Worst-class sensitivity vs jpeg"]
+    assert plotted.panels[0].series == ("aware (oracle)", "degraded-trained")
+    assert plotted.values["degraded-trained / jpeg=10 / balanced_accuracy"] == pytest.approx(0.6)
+    assert plotted.values["aware (oracle) / clean / worst_class_sensitivity"] == pytest.approx(0.8)
+    html = "".join(degradation_section(grid, tmp_path, None))
+    assert "0.900 [0.800, 0.950]" in html and "jpeg=10" in html and "SYNTHETIC" in html
+    assert "not run" in "".join(degradation_section(None, tmp_path, None))

@@ -109,16 +109,19 @@ def graph_inputs(model: nn.Module, x: torch.Tensor) -> tuple[list[str], tuple[to
 def packed_feed(session: Any, x: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
     """ONNX Runtime's feed for a batch ``x`` as the data pipeline makes it, by the graph's inputs.
 
-    One input takes ``x``. A graph with more (the degradation-aware classifier's ``image`` and
-    ``q``) takes them from the packed batch: the first input the leading channels its shape names,
-    each further ``(N, D)`` input the values at pixel (0, 0) of the next ``D`` planes.
+    One input takes ``x`` (its leading channels when the graph names fewer: a degradation-aware
+    model exported in blind mode takes the image only). A graph with more (``image`` and ``q``)
+    takes them from the packed batch: the first input the leading channels its shape names, each
+    further ``(N, D)`` input the values at pixel (0, 0) of the next ``D`` planes.
     """
     array = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
     inputs = session.get_inputs()
     dtype = {"tensor(float16)": np.float16, "tensor(double)": np.float64}.get(inputs[0].type, np.float32)
-    if len(inputs) == 1:
-        return {inputs[0].name: np.ascontiguousarray(array, dtype=dtype)}
     channels = inputs[0].shape[1]
+    if len(inputs) == 1:
+        if isinstance(channels, int) and array.ndim == 4 and channels < array.shape[1]:
+            array = array[:, :channels]  # a graph that takes the image only (estimated q) ignores the planes
+        return {inputs[0].name: np.ascontiguousarray(array, dtype=dtype)}
     if not isinstance(channels, int):
         raise ExportError(f"the graph's first input {inputs[0].name!r} has no fixed channel count; cannot split a "
                           "packed batch over its inputs")

@@ -117,6 +117,7 @@ def degradation_section(grid: DegradationGrid | None, run_dir: Path, problem: st
             f"<td>{_fmt(sum(maes) / len(maes)) if maes else ''}</td></tr>")
     rows.append("</table>")
     out.append("".join(rows))
+    out.append(_level_table(grid))
     folder = Path(run_dir) / "degradation"
     for kind in grid.kinds:
         out.append(plot(lambda kind=kind: plot_degradation_grid(_only(grid, kind), folder)[0],
@@ -127,6 +128,21 @@ def degradation_section(grid: DegradationGrid | None, run_dir: Path, problem: st
     if grid.synthetic_data:
         out.append(note("SYNTHETIC phantom data: these curves describe the phantom, not clinical performance."))
     return out
+
+
+def _level_table(grid: DegradationGrid) -> str:
+    """Every model × level: accuracy, balanced accuracy and each class's sensitivity with intervals."""
+    keys = ["accuracy", "balanced_accuracy", *[f"sensitivity.{c}" for c in grid.classes]]
+    labels = ["accuracy", "balanced acc.", *[f"sensitivity {c}" for c in grid.classes]]
+    head = "".join(f"<th>{esc(label)}</th>" for label in labels)
+    rows = [f"<details><summary>Every level (from degradation/grid.csv)</summary><table><tr><th>model</th>"
+            f"<th>level</th><th>q</th>{head}<th>estimator MAE</th></tr>"]
+    for p in grid.points:
+        cells = "".join(f"<td>{_fmt(p.metrics.get(k), p.ci.get(k))}</td>" for k in keys)
+        mae = "" if p.estimator_mae is None else f"{p.estimator_mae:.3f}"
+        rows.append(f"<tr><td>{esc(p.model)}</td><td>{esc(p.level)}</td><td>{p.q:.2f}</td>{cells}<td>{mae}</td></tr>")
+    rows.append("</table></details>")
+    return "".join(rows)
 
 
 def _only(grid: DegradationGrid, kind: str) -> DegradationGrid:
