@@ -18,6 +18,9 @@ EXPECTED = {
     "thermography_quickstart.ipynb": ["must be > 0"],  # the bad-value cell shows the validation message
     "compress_and_compare.ipynb": ["must be in [0, 1)", "fewer MACs", "max |PyTorch - ONNX Runtime|",
                                    "report:"],
+    "degradation_aware.ipynb": ["epoch 0, item 7", "baselines: ['clean', 'degraded']", "estimator MAE per level",
+                                "'source': 'given'", "'source': 'estimated'", "two inputs: ['image', 'q']",
+                                "max |PyTorch - ONNX Runtime|", "report:"],
     "ivoct_two_stage.ipynb": ["stage 1:", "recall of small plaques", "fewer MACs", "background_threshold",
                               "on a raw frame: max |PyTorch - ONNX Runtime|", "report:"],
 }
@@ -26,6 +29,7 @@ EXPECTED = {
 FULL_MODEL = {
     "thermography_quickstart.ipynb": ("inception_v3 {'width': 0.125", "small_cnn {"),
     "compress_and_compare.ipynb": ("inception_v3 {'width': 0.125", "small_cnn {"),
+    "degradation_aware.ipynb": ("degradation_aware {'backbone': 'small_cnn', 'width': 0.5", "'width': 0.25"),
     "ivoct_two_stage.ipynb": ("faster_rcnn {'backbone': 'resnet18', 'width': 0.25", "'width': 0.125"),
 }
 
