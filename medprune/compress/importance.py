@@ -57,6 +57,7 @@ __all__ = [
     "InfoIndependence",
     "CapacityIndependence",
     "BetaRank",
+    "ClassConditional",
 ]
 
 log = logging.getLogger(__name__)
@@ -765,3 +766,124 @@ class BetaRank(_ActivationCriterion):
         num, den = (sigma_in, sigma_out) if self.variant == "paper" else (sigma_out, sigma_in)
         beta = torch.where(den > 0, num / den.clamp_min(1e-300), torch.zeros_like(den))
         return _stats.minmax(_stats.weight_rows(module).abs().sum(1) * beta)
+
+
+# ====================================================================== class-conditional scoring
+_COMBINES = ("max", "mean", "worst_class_weighted")
+
+
+@CRITERIA.register
+class ClassConditional(Criterion):
+    """Any data-driven criterion computed per class and combined across classes (imbalance-aware pruning).
+
+    Statistics pooled over a calibration set describe the channels that matter *on average*, and a
+    channel that fires only on the rare class looks idle, constant or redundant there. Here the
+    ``base`` criterion is calibrated once per class on that class's images of the (class-balanced)
+    calibration batches; each class's scores are min-max normalised within the layer (so classes
+    are comparable) and combined per channel by ``combine``:
+
+    - ``max`` — a channel vital to one class survives even when every other class ignores it;
+    - ``mean`` — the class-balanced average;
+    - ``worst_class_weighted`` — weighted by the model's mean cross-entropy on each class's
+      calibration images (the class the model serves worst weighs most).
+
+    Options: ``base`` (a data-driven criterion), ``base_options`` (its options), ``combine``.
+    Calibration labels are class indices ``(N,)`` or segmentation masks ``(N, H, W)``: a segmentation
+    image counts for every class that appears in its mask (its loss weight: the mean cross-entropy
+    over that class's pixels).
+    """
+
+    name = "class_conditional"
+    data_driven = True
+
+    def __init__(self, reduction: str = "mean", *, base: str = "beta_rank", base_options: dict[str, Any] | None = None,
+                 combine: str = "max", **options: Any) -> None:
+        super().__init__(reduction, **options)
+        if base == self.name or base not in CRITERIA:
+            choices = [n for n in CRITERIA.names() if n != self.name]
+            raise ConfigError(f"criterion {self.name!r}: base: " + suggest(str(base), choices, "criterion"))
+        if base_options is not None and not isinstance(base_options, dict):
+            raise ConfigError(f"criterion {self.name!r}: base_options must be a mapping, got {type(base_options).__name__}")
+        if combine not in _COMBINES:
+            raise ConfigError(f"criterion {self.name!r}: combine: " + suggest(str(combine), _COMBINES, "rule"))
+        self.base = base
+        self.base_options = dict(base_options or {})
+        self.combine = combine
+        probe = create_criterion(base, reduction=reduction, **self.base_options)
+        if not probe.data_driven:
+            raise ConfigError(f"criterion {self.name!r}: base {base!r} is data-free (its scores do not depend on the "
+                              "images), so per-class scores would all be equal; choose a data-driven one: "
+                              + ", ".join(n for n in CRITERIA.names()
+                                          if n != self.name and create_criterion(n).data_driven))
+        self.targets = probe.targets  # type: ignore[misc]
+        self.needs_grad = probe.needs_grad  # type: ignore[misc]
+        self.per_class: dict[int, Criterion] = {}
+        self.class_weights: dict[int, float] = {}
+
+    def __repr__(self) -> str:
+        return f"ClassConditional(base={self.base!r}, combine={self.combine!r}, reduction={self.reduction!r})"
+
+    def reset(self) -> None:
+        super().reset()
+        self.per_class, self.class_weights = {}, {}
+
+    def calibrate(self, model: nn.Module, batches: Iterable[Batch] | Callable[[], Iterable[Batch]], *,
+                  loss_fn: LossFn | None = None, max_batches: int | None = None) -> None:
+        """Split every batch by class and calibrate one ``base`` criterion per class on its images."""
+        self.reset()
+        if callable(batches) and not isinstance(batches, Iterable):
+            batches = batches()
+        by_class: dict[int, list[Batch]] = {}
+        losses: dict[int, list[float]] = {}
+        was_training = model.training
+        model.eval()
+        try:
+            for x, y in _batches(batches, _device(model), max_batches):
+                if not isinstance(y, torch.Tensor) or y.dim() not in (1, 3) or y.is_floating_point():
+                    shape = None if not isinstance(y, torch.Tensor) else tuple(y.shape)
+                    raise PruningError(f"criterion {self.name!r} needs class-index labels (N,) or masks (N, H, W) in "
+                                       f"its calibration batches, got {shape}")
+                if self.combine == "worst_class_weighted":
+                    with torch.no_grad():
+                        out = model(x)
+                        logits = out[0] if isinstance(out, (tuple, list)) else out
+                        ce = F.cross_entropy(logits.float(), y, reduction="none")
+                for k in torch.unique(y).tolist():
+                    # an image belongs to class k when its label is k — for a mask, when k appears in it
+                    member = y == k if y.dim() == 1 else (y == k).flatten(1).any(1)
+                    by_class.setdefault(int(k), []).append((x[member], y[member]))
+                    if self.combine == "worst_class_weighted":  # per image, or per pixel of class k
+                        losses.setdefault(int(k), []).extend(ce[y == k].tolist())
+        finally:
+            model.train(was_training)
+        if len(by_class) < 2:
+            raise PruningError(f"criterion {self.name!r}: the calibration batches hold {len(by_class)} class(es); "
+                               "per-class scores need at least two (use class-balanced calibration)")
+        for k in sorted(by_class):
+            crit = create_criterion(self.base, reduction=self.reduction, **self.base_options)
+            crit.calibrate(model, by_class[k], loss_fn=loss_fn)
+            self.per_class[k] = crit
+        if self.combine == "worst_class_weighted":
+            mean_loss = {k: sum(v) / len(v) for k, v in losses.items()}
+            total = sum(mean_loss.values())
+            self.class_weights = ({k: v / total for k, v in mean_loss.items()} if total > 0
+                                  else {k: 1.0 / len(mean_loss) for k in mean_loss})
+        self._names = {m: n or "<model>" for n, m in model.named_modules()}
+        self._state = {m: True for crit in self.per_class.values() for m in crit._state}
+        self._channels = {m: _stats.out_channels(m) for m in self._state}
+        log.info("criterion %s(%s, %s) calibrated per class: %s", self.name, self.base, self.combine,
+                 {k: sum(int(b[0].shape[0]) for b in v) for k, v in sorted(by_class.items())})
+
+    def class_scores(self, module: nn.Module) -> dict[int, torch.Tensor]:
+        """Each class's scores of ``module``'s output channels, min-max normalised within the layer."""
+        return {k: _stats.minmax(crit.layer_scores(module).double()) for k, crit in self.per_class.items()}
+
+    def _compute(self, module: nn.Module) -> torch.Tensor:
+        scores = self.class_scores(module)
+        stacked = torch.stack([scores[k] for k in sorted(scores)])
+        if self.combine == "max":
+            return stacked.max(0).values
+        if self.combine == "mean":
+            return stacked.mean(0)
+        weights = torch.tensor([self.class_weights[k] for k in sorted(scores)], dtype=stacked.dtype)
+        return (weights[:, None] * stacked).sum(0)
