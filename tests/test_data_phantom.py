@@ -136,3 +136,41 @@ def test_registry(tmp_path: Path) -> None:
 def test_bad_arguments(tmp_path: Path, kwargs: dict, key: str) -> None:
     with pytest.raises(ConfigError, match=key):
         make_thermography_phantom(tmp_path, **kwargs)
+
+
+# ----------------------------------------------------------------------------- lesions="varied"
+
+
+def test_varied_lesions_draw_every_type_reproducibly(tmp_path: Path) -> None:
+    from medprune.data.phantoms import LESION_TYPES
+
+    a = make_thermography_phantom(tmp_path / "a", patients=60, imbalance=1.0, views=1, size=(32, 40), seed=0,
+                                  lesions="varied")
+    b = make_thermography_phantom(tmp_path / "b", patients=60, imbalance=1.0, views=1, size=(32, 40), seed=0,
+                                  lesions="varied")
+    assert a.read_text() == b.read_text()
+    rows = read_manifest(a)
+    kinds = Counter(r.extras["lesion"] for r in rows if r.label == "sick")
+    assert set(kinds) == set(LESION_TYPES) and min(kinds.values()) >= 3  # 30 sick patients, 5 types
+    assert {r.extras["lesion"] for r in rows if r.label == "healthy"} == {"none"}
+    assert "lesions='varied'" in (tmp_path / "a" / "README.txt").read_text()
+
+
+def test_varied_lesions_keep_the_sick_breast_warmer(tmp_path: Path) -> None:
+    """Whatever the type, a sick patient's lesion warms one breast more than the other, on average."""
+    manifest = make_thermography_phantom(tmp_path, patients=80, imbalance=1.0, views=1, size=(60, 80), seed=1,
+                                         lesions="varied")
+    rows = read_manifest(manifest)
+    asym = {"sick": [], "healthy": []}
+    for r in rows:
+        t = np.loadtxt(r.path)
+        left, right = t[25:50, 10:40], t[25:50, 40:70]
+        asym[r.label].append(abs(float(left.mean() - right.mean())) + abs(float(left.max() - right.max())))
+    assert np.mean(asym["sick"]) > 1.5 * np.mean(asym["healthy"])
+
+
+def test_single_lesions_are_unchanged_and_bad_modes_refused(tmp_path: Path) -> None:
+    rows = read_manifest(make_thermography_phantom(tmp_path / "s", patients=6, views=1, size=(32, 40), seed=0))
+    assert all("lesion" not in r.extras for r in rows)  # the demo's phantom keeps its manifest
+    with pytest.raises(ConfigError, match="phantom.options.lesions: .*did you mean 'varied'"):
+        make_thermography_phantom(tmp_path / "x", patients=6, lesions="varid")

@@ -9,6 +9,13 @@ cool background, two breasts with vascular texture, and — for ``sick`` patient
 in ONE breast. Healthy patients may show mild *symmetric* warm spots, so the classes are
 separable by asymmetry but not by "is there a warm spot".
 
+``lesions="varied"`` makes the sick class harder and less uniform, so that a result does not
+hinge on a few channels tuned to one blob: each sick patient draws one of
+:data:`LESION_TYPES` — a hot spot of any size and contrast (fainter and smaller ones included), a
+cluster of small spots, a broad diffuse warmth, a warm ring, or unilaterally raised vascularity —
+anywhere in the breast, periphery included; healthy patients also get symmetric diffuse warmth
+at times. The manifest's ``lesion`` column names the type (``none`` for healthy patients).
+
 Example::
 
     manifest = make_phantom("thermography", tmp / "phantom", patients=40, seed=0)
@@ -29,7 +36,7 @@ from medprune.data.manifest import write_manifest
 from medprune.errors import ConfigError
 from medprune.registry import Registry
 
-__all__ = ["PHANTOMS", "make_phantom", "make_thermography_phantom", "phantom_kinds"]
+__all__ = ["PHANTOMS", "LESION_TYPES", "make_phantom", "make_thermography_phantom", "phantom_kinds"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +47,10 @@ _VIEW_NAMES = ("frontal", "left_oblique", "right_oblique")
 # (horizontal shift, horizontal scale) of the anatomy per view, in image-width units: an
 # oblique view moves the thorax sideways and foreshortens it.
 _VIEW_GEOMETRY = {"frontal": (0.0, 1.0), "left_oblique": (-0.06, 0.86), "right_oblique": (0.06, 0.86)}
+
+#: The lesion types of ``lesions="varied"``, drawn uniformly per sick patient.
+LESION_TYPES: tuple[str, ...] = ("hot_spot", "cluster", "diffuse", "ring", "vascular")
+_LESION_MODES = ("single", "varied")
 
 _README = """SYNTHETIC THERMOGRAPHY PHANTOM - NOT PATIENT DATA
 
@@ -107,7 +118,29 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def _patient(seed: int, index: int, sick: bool) -> dict[str, Any]:
+def _varied_lesion(rng: np.random.Generator, params: dict[str, Any]) -> str:
+    """Add one lesion of a random :data:`LESION_TYPES` type to one breast of ``params``; returns its type."""
+    kind = LESION_TYPES[int(rng.integers(0, len(LESION_TYPES)))]
+    side = int(rng.integers(0, 2))
+    radius, theta = 0.85 * math.sqrt(rng.random()), rng.uniform(0, 2 * math.pi)  # periphery included
+    du, dv = radius * math.cos(theta), radius * math.sin(theta)
+    if kind == "hot_spot":  # any size and contrast, faint and small ones included
+        params["spots"].append((side, du, dv, rng.uniform(0.6, 3.0), rng.uniform(0.02, 0.08)))
+    elif kind == "cluster":
+        for _ in range(int(rng.integers(2, 4))):
+            ddu, ddv = rng.normal(0.0, 0.12, size=2)
+            params["spots"].append((side, du + ddu, dv + ddv, rng.uniform(0.5, 1.5), rng.uniform(0.015, 0.03)))
+    elif kind == "diffuse":
+        params["spots"].append((side, 0.5 * du, 0.5 * dv, rng.uniform(0.4, 1.0), rng.uniform(0.12, 0.22)))
+    elif kind == "ring":
+        params["rings"].append((side, du, dv, rng.uniform(0.6, 1.6), rng.uniform(0.04, 0.08), rng.uniform(0.01, 0.02)))
+    else:  # vascular: one breast's vessels run warmer
+        params["vascular"] = (side, rng.uniform(0.4, 0.9))
+    params["lesion_side"] = side
+    return kind
+
+
+def _patient(seed: int, index: int, sick: bool, lesions: str = "single") -> dict[str, Any]:
     """Draw one patient's anatomy from its own RNG, seeded by (seed, patient index)."""
     rng = np.random.default_rng([seed, index])
     spread = rng.uniform(0.15, 0.19)
@@ -125,6 +158,9 @@ def _patient(seed: int, index: int, sick: bool) -> dict[str, Any]:
         "vessels": _smooth_field(rng, 8, (1.5, 3.5)),
         "vessel_gain": rng.uniform(0.3, 0.6),
         "spots": [],
+        "rings": [],
+        "vascular": None,
+        "lesion": "none",
     }
     # Mild symmetric warm spots: common in healthy breasts, so warmth alone is not sickness.
     if rng.random() < (0.5 if not sick else 0.3):
@@ -133,12 +169,21 @@ def _patient(seed: int, index: int, sick: bool) -> dict[str, Any]:
         for side, sign in ((0, 1.0), (1, -1.0)):  # mirrored about the midline
             params["spots"].append((side, sign * du, dv, amp * rng.uniform(0.9, 1.1), sigma))
     params["lesion_side"] = None
+    if lesions == "varied":
+        if not sick and rng.random() < 0.3:  # symmetric diffuse warmth: a confounder of the diffuse lesion
+            du, dv, amp, sigma = rng.uniform(-0.3, 0.3), rng.uniform(-0.3, 0.3), rng.uniform(0.3, 0.8), 0.15
+            for side, sign in ((0, 1.0), (1, -1.0)):
+                params["spots"].append((side, sign * du, dv, amp, sigma))
+        if sick:
+            params["lesion"] = _varied_lesion(rng, params)
+        return params
     if sick:
         side = int(rng.integers(0, 2))
         radius, theta = 0.6 * math.sqrt(rng.random()), rng.uniform(0, 2 * math.pi)
         amp, sigma = rng.uniform(1.2, 3.0), rng.uniform(0.04, 0.08)
         params["spots"].append((side, radius * math.cos(theta), radius * math.sin(theta), amp, sigma))
         params["lesion_side"] = side
+        params["lesion"] = "hot_spot"
     return params
 
 
@@ -164,7 +209,12 @@ def _render(params: dict[str, Any], view: str, size: tuple[int, int]) -> np.ndar
     for side, cx in enumerate(params["breast_x"]):
         dist = np.sqrt(((bx - cx) / rx) ** 2 + ((by - params["breast_y"]) / ry) ** 2)
         breast = _sigmoid((1.0 - dist) / 0.12) * body
-        temp = temp + breast * (params["breast_warmth"][side] + params["vessel_gain"] * vessels + 0.15 * texture)
+        gain = params["vessel_gain"] + (params["vascular"][1] if (params["vascular"] or (None,))[0] == side else 0.0)
+        temp = temp + breast * (params["breast_warmth"][side] + gain * vessels + 0.15 * texture)
+        for ring_side, du, dv, amp, rho, ring_width in params["rings"]:
+            if ring_side == side:
+                r = np.sqrt((bx - (cx + du * rx)) ** 2 + (by - (params["breast_y"] + dv * ry)) ** 2)
+                temp = temp + amp * np.exp(-((r - rho) ** 2) / (2 * ring_width**2)) * breast
         for spot_side, du, dv, amp, sigma in params["spots"]:
             if spot_side != side:
                 continue
@@ -195,6 +245,7 @@ def make_thermography_phantom(
     views: int = 3,
     size: tuple[int, int] = (60, 80),
     seed: int = 0,
+    lesions: str = "single",
 ) -> Path:
     """Write a SYNTHETIC DMR-style thermography data set; returns ``out_dir/manifest.csv``.
 
@@ -202,6 +253,8 @@ def make_thermography_phantom(
     is the number of healthy patients per sick one (3 → 75 % healthy). Patient k is drawn from
     ``numpy.random.default_rng([seed, k])``: the phantom is byte-identical for a seed and patient
     k does not depend on ``patients``. Also writes ``README.txt`` stating the data are synthetic.
+    ``lesions``: ``single`` (one warm gaussian per sick patient, the demo's) or ``varied`` (one of
+    :data:`LESION_TYPES` per sick patient; see the module docstring).
 
     Example::
 
@@ -213,6 +266,10 @@ def make_thermography_phantom(
         raise ConfigError(f"phantom.imbalance: expected healthy patients per sick patient > 0, got {imbalance!r}")
     if isinstance(views, bool) or not isinstance(views, int) or views < 1:
         raise ConfigError(f"phantom.views: expected an integer >= 1, got {views!r}")
+    if lesions not in _LESION_MODES:
+        from medprune.registry import suggest
+
+        raise ConfigError(f"phantom.options.lesions: {suggest(str(lesions), list(_LESION_MODES), 'lesion mode')}")
     height, width = (int(v) for v in size)
     if height < 8 or width < 8:
         raise ConfigError(f"phantom.size: expected [height, width] of at least 8x8, got {list(size)}")
@@ -224,18 +281,27 @@ def make_thermography_phantom(
     for index in range(patients):
         sick = _is_sick(index, sick_fraction)
         patient_id = f"P{index + 1:04d}"
-        params = _patient(seed, index, sick)
+        params = _patient(seed, index, sick, lesions)
         folder = root / patient_id
         folder.mkdir(exist_ok=True)
         for view in view_names:
             temp = _render(params, view, (height, width))
             relative = f"{patient_id}/{patient_id}_{view}.txt"
             atomic_write_text(root / relative, _matrix_text(temp))
-            rows.append(
-                {"path": relative, "label": "sick" if sick else "healthy", "patient_id": patient_id, "view": view}
-            )
+            row = {"path": relative, "label": "sick" if sick else "healthy", "patient_id": patient_id, "view": view}
+            if lesions == "varied":
+                row["lesion"] = params["lesion"]
+            rows.append(row)
     call = f"out_dir, patients={patients}, imbalance={imbalance}, views={views}, size=({height}, {width}), seed={seed}"
-    atomic_write_text(root / "README.txt", _README.format(params=call, healthy=imbalance, imbalance=imbalance))
+    if lesions != "single":
+        call += f", lesions={lesions!r}"
+    readme = _README.format(params=call, healthy=imbalance, imbalance=imbalance)
+    if lesions == "varied":
+        readme += ("\nlesions='varied': each sick patient has one of " + ", ".join(LESION_TYPES) + " (hot spots of any "
+                   "size and contrast, clusters of small spots, broad diffuse warmth, warm rings, raised vascularity) "
+                   "anywhere in one breast; healthy patients may also show symmetric diffuse warmth. The manifest's "
+                   "'lesion' column names the type.\n")
+    atomic_write_text(root / "README.txt", readme)
     manifest = write_manifest(root / "manifest.csv", rows)
     logger.info("wrote synthetic thermography phantom: %d patients x %d views -> %s", patients, views, manifest)
     return manifest
