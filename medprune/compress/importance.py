@@ -803,7 +803,8 @@ class ClassConditional(Criterion):
             choices = [n for n in CRITERIA.names() if n != self.name]
             raise ConfigError(f"criterion {self.name!r}: base: " + suggest(str(base), choices, "criterion"))
         if base_options is not None and not isinstance(base_options, dict):
-            raise ConfigError(f"criterion {self.name!r}: base_options must be a mapping, got {type(base_options).__name__}")
+            raise ConfigError(f"criterion {self.name!r}: base_options must be a mapping, "
+                              f"got {type(base_options).__name__}")
         if combine not in _COMBINES:
             raise ConfigError(f"criterion {self.name!r}: combine: " + suggest(str(combine), _COMBINES, "rule"))
         self.base = base

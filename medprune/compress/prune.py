@@ -217,13 +217,28 @@ def resolve_protected(model: nn.Module, graph: tp.DependencyGraph, protect: Sequ
 
 
 def _group_ratio(group: Any, names: dict[nn.Module, str], ratio: float, layer_ratios: dict[str, float]) -> tuple[float, bool]:
-    """The ratio for a group: the first ``layer_ratios`` pattern matching one of its layers, else ``ratio``."""
+    """The ratio for a group: the first ``layer_ratios`` pattern matching its root layer, else the first matching
+    one of its layers (the layers its channels couple, consumers included), else ``ratio``. The root comes first
+    so that a ratio per layer name (:mod:`medprune.compress.allocation`) sets exactly that layer's group."""
+    root = names.get(group[0].dep.target.module)
+    for pattern, r in layer_ratios.items():
+        if root is not None and fnmatch.fnmatchcase(root, pattern):
+            return float(r), True
     for pattern, r in layer_ratios.items():
         for dep, _ in group:
             name = names.get(dep.target.module)
             if name is not None and fnmatch.fnmatchcase(name, pattern):
                 return float(r), True
     return ratio, False
+
+
+def group_roots(model: nn.Module, graph: Any, protected: set[nn.Module]) -> list[str]:
+    """Names of the root layers of the groups :func:`prune_model` would consider (protected and grouped
+    convolutions left out), in graph order."""
+    names = {m: n for n, m in model.named_modules()}
+    return [names.get(group[0].dep.target.module, "?")
+            for group in graph.get_all_groups(ignored_layers=list(protected), root_module_types=_ROOTS)
+            if not is_grouped(group)]
 
 
 def is_grouped(group: Any) -> bool:

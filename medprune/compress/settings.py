@@ -15,6 +15,7 @@ from medprune.registry import suggest
 from medprune.models.settings import check_pooling
 
 __all__ = ["CalibrationConfig", "DistillConfig", "FinetuneConfig", "SafetyConfig", "LatencyTargetConfig",
+           "AllocationConfig",
            "QuantizeConfig", "CompressConfig", "ExportConfig", "BenchConfig"]
 
 
@@ -100,6 +101,26 @@ class LatencyTargetConfig:
 
 
 @dataclass
+class AllocationConfig:
+    """Per-layer ratios from a sensitivity analysis instead of one ``ratio`` (``compress.allocation``).
+
+    ``kind: worst_class`` (:mod:`medprune.compress.allocation`): every prunable layer is pruned alone
+    at each of ``candidates`` and the validation gate metric's drop measured; the ratios that keep
+    about ``macs_keep`` of the MACs with the least predicted drop are chosen.
+    """
+
+    kind: Literal["worst_class"] = "worst_class"
+    macs_keep: float = 0.5
+    candidates: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])
+
+    def __post_init__(self) -> None:
+        check(0 < self.macs_keep < 1, "macs_keep", f"must be in (0, 1), got {self.macs_keep}")
+        check(bool(self.candidates), "candidates", "needs at least one ratio")
+        for i, r in enumerate(self.candidates):
+            check(isinstance(r, (int, float)) and 0 < r < 1, f"candidates[{i}]", f"must be in (0, 1), got {r}")
+
+
+@dataclass
 class QuantizeConfig:
     """Quantization of the (pruned) model: ``compress.quantize``.
 
@@ -174,6 +195,7 @@ class CompressConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     latency_target: LatencyTargetConfig | None = None
+    allocation: AllocationConfig | None = None
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
     pooling: str | dict[str, Any] | None = None
 
@@ -196,6 +218,9 @@ class CompressConfig:
         if self.round_to is not None:
             check(self.round_to >= 1, "round_to", f"must be >= 1 or null, got {self.round_to}")
         check(0 < self.max_layer_ratio < 1, "max_layer_ratio", f"must be in (0, 1), got {self.max_layer_ratio}")
+        if self.allocation is not None:
+            check(self.latency_target is None, "allocation", "sets the per-layer ratios itself; remove latency_target")
+            check(not self.layer_ratios, "allocation", "sets the per-layer ratios itself; remove layer_ratios")
 
 
 @dataclass

@@ -164,6 +164,18 @@ def prune_job(config: ExperimentConfig, checkpoint: str | Path, out_dir: str | P
         ratio, latency_record = search_latency_ratio(model, example, ctx, cc.latency_target, out)
         ctx.options = dataclasses.replace(options, ratio=ratio)
         ctx.event("latency_target", **{k: v for k, v in latency_record.items() if k != "steps"})
+    allocation_record = None
+    if cc.allocation is not None:
+        from medprune.compress.allocation import worst_class_allocation
+
+        ratios, allocation = worst_class_allocation(ctx, model, macs_keep=cc.allocation.macs_keep,
+                                                    candidates=cc.allocation.candidates)
+        ctx.options = dataclasses.replace(options, ratio=0.0, layer_ratios=ratios)
+        allocation_record = allocation.to_dict()
+        atomic_write_json(out / "allocation.json", allocation_record)
+        ctx.event("allocation", metric=allocation.metric, macs_keep=allocation.macs_keep,
+                  predicted_macs_saved=allocation.predicted_macs_saved, predicted_drop=allocation.predicted_drop,
+                  layers={k: v for k, v in ratios.items() if v > 0})
     widths_before = layer_widths(model)
     macs_before, params_before = total_macs(model, example), count_params(model)
     ctx.record_baseline(model)
@@ -189,7 +201,8 @@ def prune_job(config: ExperimentConfig, checkpoint: str | Path, out_dir: str | P
         "params_before": params_before, "params_after": count_params(pruned),
         "macs_before": macs_before, "macs_after": total_macs(pruned, example),
         "input_size": list(example.shape[1:]), "prune_and_finetune_seconds": round(prune_seconds, 2),
-        "events": ctx.events, "latency_search": latency_record, "synthetic_data": data.synthetic,
+        "events": ctx.events, "latency_search": latency_record, "allocation": allocation_record,
+        "synthetic_data": data.synthetic,
     }
     summary["macs_reduction"] = summary["macs_before"] / max(1, summary["macs_after"])
     summary["gate"] = gate.to_dict()

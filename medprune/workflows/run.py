@@ -169,7 +169,7 @@ def int8_file(folder: Path) -> Path:
 def prune_applies(config: ExperimentConfig) -> bool:
     """Whether the config asks for pruning at all."""
     cc = config.compress
-    return cc.ratio > 0 or bool(cc.layer_ratios) or cc.latency_target is not None
+    return cc.ratio > 0 or bool(cc.layer_ratios) or cc.latency_target is not None or cc.allocation is not None
 
 
 def _gate_extra(gate: Any, path: Path) -> dict[str, Any]:
@@ -275,7 +275,8 @@ def _prune(ctx: RunContext, stage: Stage) -> dict[str, Any]:
     shutil.rmtree(out, ignore_errors=True)
     outcome = prune_job(ctx.config, ctx.input_model(stage), out, accept_unsafe=ctx.accept_unsafe)
     s = outcome.summary
-    return {"label": f"pruned ({s['criterion']}, {s['schedule']}, ratio {s['ratio']:.2f})",
+    how = "worst-class allocation" if s.get("allocation") else f"ratio {s['ratio']:.2f}"
+    return {"label": f"pruned ({s['criterion']}, {s['schedule']}, {how})",
             "macs_reduction": s["macs_reduction"], **_gate_extra(outcome.gate, outcome.model_file)}
 
 
