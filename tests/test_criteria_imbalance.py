@@ -217,3 +217,23 @@ def test_class_conditional_on_masks_groups_images_by_the_classes_they_contain() 
     np.testing.assert_allclose(crit.class_scores(model[0])[1].numpy(), alone.layer_scores(model[0]).double().numpy(),
                                atol=1e-6)
     assert crit.layer_scores(model[0])[MINORITY] == pytest.approx(1.0)
+
+
+# ----------------------------------------------------------------------------- selectivity
+
+
+def test_mean_activation_and_channel_selectivity_by_hand() -> None:
+    from medprune.compress.importance import channel_selectivity
+
+    batches = _batches()
+    maps = _maps(batches)
+    np.testing.assert_allclose(_scores("mean_activation", batches), maps.mean(axis=1), rtol=1e-6)
+    x = torch.cat([b[0] for b in batches]).double().numpy()
+    y = torch.cat([b[1] for b in batches]).numpy()
+    mine = np.maximum(x[y == 1], 0).mean(axis=(0, 2, 3))
+    rest = np.maximum(x[y == 0], 0).mean(axis=(0, 2, 3))
+    sel = channel_selectivity(_model(), batches, minority=1)["0"].double().numpy()
+    np.testing.assert_allclose(sel, (mine - rest) / (np.abs(mine) + np.abs(rest)), atol=1e-6)
+    assert sel[MINORITY] == pytest.approx(1.0) and abs(sel[GENERAL]) < 0.05  # fires only on the minority class
+    with pytest.raises(PruningError, match="class 3 has no image"):
+        channel_selectivity(_model(), batches, minority=3)

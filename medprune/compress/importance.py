@@ -58,6 +58,8 @@ __all__ = [
     "CapacityIndependence",
     "BetaRank",
     "ClassConditional",
+    "MeanActivation",
+    "channel_selectivity",
 ]
 
 log = logging.getLogger(__name__)
@@ -766,6 +768,45 @@ class BetaRank(_ActivationCriterion):
         num, den = (sigma_in, sigma_out) if self.variant == "paper" else (sigma_out, sigma_in)
         beta = torch.where(den > 0, num / den.clamp_min(1e-300), torch.zeros_like(den))
         return _stats.minmax(_stats.weight_rows(module).abs().sum(1) * beta)
+
+
+@CRITERIA.register
+class MeanActivation(_ActivationCriterion):
+    """Mean of each channel's feature map over the calibration images (activation-based pruning).
+
+    The feature map is read after the channel's normalisation and activation (as in
+    :class:`InfoCapacity`), so for ReLU networks it is the channel's average firing strength. On an
+    imbalanced calibration set it prunes what the rare class uses first — its place is inside
+    ``class_conditional`` and in :func:`channel_selectivity`, which compare it class by class.
+    """
+
+    name = "mean_activation"
+    accumulators = ("out_moments",)
+    feature_maps = True
+
+    def _compute(self, module: nn.Module) -> torch.Tensor:
+        st = self._state[module]["out_moments"]
+        assert st.mean is not None  # layer_scores checked calibration
+        return st.mean.clone()
+
+
+def channel_selectivity(model: nn.Module, batches: Iterable[Batch] | Callable[[], Iterable[Batch]],
+                        minority: int) -> dict[str, torch.Tensor]:
+    """Per layer, how selective each output channel is for class ``minority``, in [−1, 1]:
+    ``(m_min − m_rest) / (|m_min| + |m_rest|)`` with ``m`` the channel's mean feature map on that class's
+    calibration images and on the other classes' (their mean). 1: fires only on the minority class;
+    −1: never on it; 0: alike. Measured on class-labelled batches (class-balanced ones are best)."""
+    crit = ClassConditional(base="mean_activation", combine="mean")
+    crit.calibrate(model, batches)
+    if minority not in crit.per_class:
+        raise PruningError(f"channel_selectivity: class {minority} has no image in the calibration batches")
+    names = {m: n for n, m in model.named_modules()}
+    out: dict[str, torch.Tensor] = {}
+    for module in crit._state:
+        mine = crit.per_class[minority].layer_scores(module).double()
+        rest = torch.stack([c.layer_scores(module).double() for k, c in crit.per_class.items() if k != minority]).mean(0)
+        out[names[module]] = ((mine - rest) / (mine.abs() + rest.abs()).clamp_min(1e-12)).float()
+    return out
 
 
 # ====================================================================== class-conditional scoring
