@@ -804,7 +804,8 @@ def channel_selectivity(model: nn.Module, batches: Iterable[Batch] | Callable[[]
     out: dict[str, torch.Tensor] = {}
     for module in crit._state:
         mine = crit.per_class[minority].layer_scores(module).double()
-        rest = torch.stack([c.layer_scores(module).double() for k, c in crit.per_class.items() if k != minority]).mean(0)
+        others = [c.layer_scores(module).double() for k, c in crit.per_class.items() if k != minority]
+        rest = torch.stack(others).mean(0)
         out[names[module]] = ((mine - rest) / (mine.abs() + rest.abs()).clamp_min(1e-12)).float()
     return out
 
