@@ -14,9 +14,11 @@ criterion, so the same MACs; checked and reported), calibrated on class-balanced
 and is scored on the test split before and after ``--finetune-epochs`` of fine-tuning: minority
 sensitivity and balanced accuracy. "Before" is after recomputing the BatchNorm statistics over the
 training images (``torch.optim.swa_utils.update_bn``, weights untouched): with stale ones a pruned
-model often predicts a single class whatever the criterion kept. Arms: every registered criterion except ``class_conditional``
-(``beta_rank`` in both variants), each data-driven one also inside ``class_conditional`` (max over
-classes, ``cc:<name>``), and ``alloc:l1`` — worst-class-aware allocation
+model often predicts a single class whatever the criterion kept.
+
+Arms: every registered criterion except ``class_conditional`` (``beta_rank`` in both variants), each
+data-driven one also inside ``class_conditional`` (max over classes, ``cc:<name>``), and
+``alloc:l1`` — worst-class-aware allocation
 (:mod:`medprune.compress.allocation`) with l1 scores at the MACs of the uniform ratio.
 
 Reported per data set, imbalance, ratio and fine-tuning: mean ± std over seeds and, paired over
