@@ -162,6 +162,7 @@ def run_base(args: argparse.Namespace, dataset: str, imbalance: float, seed: int
     test = data.datasets["test"]
     example = example_batch(data.datasets["val"])
     calib = calibration_batches(config, data, task)
+    train_sample = list(DataLoader(data.datasets["train"], batch_size=64, shuffle=False))  # BatchNorm refreshes
     record: dict[str, Any] = {
         "dataset": dataset, "imbalance": imbalance, "seed": seed, "train_seconds": round(time.perf_counter() - t0, 1),
         "test_images": len(test), "test_minority": sum(1 for v in test.labels if v == MINORITY),
@@ -182,11 +183,12 @@ def run_base(args: argparse.Namespace, dataset: str, imbalance: float, seed: int
                                   evaluate=lambda m: validation_metrics(m, data, config, torch.device("cpu"), task),
                                   task=task)
             if label.startswith("alloc:"):
-                from medprune.compress.allocation import worst_class_allocation
+                from medprune.compress.allocation import refresh_batchnorm, worst_class_allocation
 
                 keep = uniform_macs.get(ratio, record["macs"] // 2) / record["macs"]
                 ratios, _ = worst_class_allocation(ctx, pruned, macs_keep=min(0.95, max(0.05, keep)),
-                                                   candidates=(0.25, 0.5, 0.75))
+                                                   candidates=(0.25, 0.5, 0.75),
+                                                   refresh=lambda m: refresh_batchnorm(m, train_sample))
                 result = ctx.prune(pruned, ratio=0.0, layer_ratios=ratios)
             else:
                 result = ctx.prune(pruned)
@@ -194,7 +196,7 @@ def run_base(args: argparse.Namespace, dataset: str, imbalance: float, seed: int
             # Pruning leaves the next layers' BatchNorm statistics stale: without fresh ones the pruned model
             # often predicts one class, which measures BatchNorm, not the criterion. PyTorch's update_bn
             # recomputes them over the training images (weights untouched) for every arm alike.
-            torch.optim.swa_utils.update_bn(DataLoader(data.datasets["train"], batch_size=64), pruned)
+            torch.optim.swa_utils.update_bn((x for x, _, _ in train_sample), pruned)
             before = scores(pruned.eval(), test, task)
             tuned = finetune(pruned, data, config, workdir / "ft", epochs=args.finetune_epochs, task=task,
                              device=torch.device("cpu"))

@@ -29,6 +29,14 @@ def test_allocate_spends_the_budget_on_the_cheapest_drops_first() -> None:
     assert allocate(probes, 0) == ({}, 0, 0.0)
 
 
+def test_allocate_skips_a_ratio_that_rounds_to_the_same_width() -> None:
+    """16 channels in multiples of 8: removing a quarter removes nothing, half removes 8 — the layer still
+    progresses to 0.5 instead of stopping at its zero-saving first step."""
+    probes = [LayerProbe("a", 0.25, 0, 0.0), LayerProbe("a", 0.5, 100, 0.1), LayerProbe("b", 0.5, 40, 0.0)]
+    ratios, saved, drop = allocate(probes, 120)
+    assert ratios == {"a": 0.5, "b": 0.5} and saved == 140 and drop == pytest.approx(0.1)
+
+
 def test_allocation_config_is_checked(tiny_config_dict: dict) -> None:
     tiny_config_dict["compress"] = {"allocation": {"macs_keep": 1.5}}
     with pytest.raises(ConfigError, match=r"compress.allocation.macs_keep: must be in \(0, 1\)"):

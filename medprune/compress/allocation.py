@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -32,12 +32,12 @@ from torch import nn
 
 from medprune.errors import PruningError
 
-__all__ = ["LayerProbe", "Allocation", "worst_class_allocation", "allocate", "prunable_layers"]
+__all__ = ["LayerProbe", "Allocation", "worst_class_allocation", "allocate", "prunable_layers", "refresh_batchnorm"]
 
 log = logging.getLogger(__name__)
 
 #: How many times the budget is raised when the pruned copy saves less than the probes predicted.
-_MAX_ROUNDS = 8
+_MAX_ROUNDS = 64
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,18 @@ class Allocation:
         return out
 
 
+def refresh_batchnorm(model: nn.Module, batches: Iterable[Any]) -> None:
+    """Recompute ``model``'s BatchNorm running statistics over ``batches`` (images, or ``(images, labels)``
+    pairs) as the equal-weight average (``torch.optim.swa_utils.update_bn``); the weights are untouched and
+    the model is left in eval mode."""
+    import torch
+
+    device = next(model.parameters()).device
+    torch.optim.swa_utils.update_bn(((b[0] if isinstance(b, (tuple, list)) else b).to(device) for b in batches),
+                                    model)
+    model.eval()
+
+
 def prunable_layers(model: nn.Module, example_inputs: Any, protect: Sequence[str] = ()) -> list[str]:
     """Names of the layers whose output channels pruning would remove (one per group root, in graph order)."""
     from medprune.compress._graph import build_graph, default_forward_fn, preserved_state
@@ -94,26 +106,27 @@ def allocate(probes: Sequence[LayerProbe], budget: int) -> tuple[dict[str, float
     level = {layer: -1 for layer in by_layer}  # index of the chosen probe, -1: not pruned
     saved, drop = 0, 0.0
 
-    def step(layer: str) -> tuple[float, int, float] | None:
-        i = level[layer] + 1
-        if i >= len(by_layer[layer]):
-            return None
-        nxt = by_layer[layer][i]
-        cur_saved = by_layer[layer][i - 1].macs_saved if i > 0 else 0
-        cur_drop = max(0.0, by_layer[layer][i - 1].drop) if i > 0 else 0.0
-        d_saved = nxt.macs_saved - cur_saved
-        d_drop = max(0.0, nxt.drop) - cur_drop
-        if d_saved <= 0:
-            return None
-        return d_drop / d_saved, d_saved, d_drop
+    def step(layer: str) -> tuple[float, int, float, int] | None:
+        """The layer's next probe that saves more than its current one (a ratio that rounds to the same width
+        saves nothing and is skipped): ``(drop per MAC, MACs, drop, its index)``."""
+        i = level[layer]
+        cur_saved = by_layer[layer][i].macs_saved if i >= 0 else 0
+        cur_drop = max(0.0, by_layer[layer][i].drop) if i >= 0 else 0.0
+        for j in range(i + 1, len(by_layer[layer])):
+            nxt = by_layer[layer][j]
+            d_saved = nxt.macs_saved - cur_saved
+            if d_saved > 0:
+                d_drop = max(0.0, nxt.drop) - cur_drop
+                return d_drop / d_saved, d_saved, d_drop, j
+        return None
 
     while saved < budget:
         options = [(s, layer) for layer in by_layer if (s := step(layer)) is not None]
         if not options:
             break
         # smallest drop per MAC; among equals, the bigger saving first, then the layer name (deterministic)
-        (cost, d_saved, d_drop), layer = min(options, key=lambda o: (o[0][0], -o[0][1], o[1]))
-        level[layer] += 1
+        (cost, d_saved, d_drop, j), layer = min(options, key=lambda o: (o[0][0], -o[0][1], o[1]))
+        level[layer] = j
         saved += d_saved
         drop += d_drop
     ratios = {layer: by_layer[layer][i].ratio for layer, i in level.items() if i >= 0}
@@ -121,10 +134,17 @@ def allocate(probes: Sequence[LayerProbe], budget: int) -> tuple[dict[str, float
 
 
 def worst_class_allocation(ctx: Any, model: nn.Module, *, macs_keep: float = 0.5,
-                           candidates: Sequence[float] = (0.25, 0.5, 0.75)) -> tuple[dict[str, float], Allocation]:
+                           candidates: Sequence[float] = (0.25, 0.5, 0.75),
+                           refresh: Callable[[nn.Module], None] | None = None) -> tuple[dict[str, float], Allocation]:
     """Per-layer ratios for ``model`` keeping about ``macs_keep`` of its MACs with the least predicted drop of the
     validation gate metric; ``ctx`` is the :class:`~medprune.compress.context.CompressContext` (criterion,
-    options, calibration, validation ``evaluate`` and task). See the module docstring."""
+    options, calibration, validation ``evaluate`` and task). See the module docstring.
+
+    ``refresh(model)`` runs on every probe (and on a copy of the unpruned model, the reference) before it is
+    evaluated — recompute its BatchNorm statistics (:func:`refresh_batchnorm`) on images drawn as in
+    training: a layer pruned alone leaves the statistics of every later layer stale, and a probe judged with
+    them measures that (on sklearn's digits nearly every probe dropped worst-class sensitivity to 0), not what
+    the layer is worth."""
     from medprune.models.cost import total_macs
 
     if ctx.evaluate is None:
@@ -135,7 +155,10 @@ def worst_class_allocation(ctx: Any, model: nn.Module, *, macs_keep: float = 0.5
     if not candidates or bad:
         raise PruningError(f"allocation candidates must be ratios in (0, 1), got {list(candidates)}")
     metric = ctx.task.gate_metric if ctx.task is not None else "worst_class_sensitivity"
-    base = ctx.evaluate(model).get(metric)
+    reference = copy.deepcopy(model)
+    if refresh is not None:  # the probes are judged with refreshed statistics: so is the reference
+        refresh(reference)
+    base = ctx.evaluate(reference).get(metric)
     if base is None:
         raise PruningError(f"the unpruned model has no validation {metric}: cannot measure sensitivities")
     macs0 = int(total_macs(model, ctx.example_inputs))
@@ -145,13 +168,18 @@ def worst_class_allocation(ctx: Any, model: nn.Module, *, macs_keep: float = 0.5
         for r in sorted(float(c) for c in candidates):
             trial = copy.deepcopy(model)
             result = ctx.prune(trial, ratio=0.0, layer_ratios={**dict.fromkeys(layers, 0.0), layer: r})
+            if refresh is not None:
+                refresh(trial)
             value = ctx.evaluate(trial).get(metric)
             drop = float(base) - float(value) if value is not None else 1.0
             probes.append(LayerProbe(layer, r, int(macs0 - result.macs_after), drop))
     target = int(round((1.0 - macs_keep) * macs0))  # MACs to save
-    budget, measured = target, 0
+    budget, measured, previous = target, 0, None
     for _ in range(_MAX_ROUNDS):
         chosen, saved, drop = allocate(probes, budget)
+        if chosen == previous:  # every step is taken: the probes can predict no more saving
+            break
+        previous = chosen
         ratios = {**dict.fromkeys(layers, 0.0), **chosen}  # every layer named: each group gets exactly its own ratio
         trial = copy.deepcopy(model)
         measured = int(macs0 - ctx.prune(trial, ratio=0.0, layer_ratios=ratios).macs_after)

@@ -60,6 +60,18 @@ class PruneOutcome:
     model_file: Path
 
 
+def _training_sample(data: DataBundle, calibration: Any) -> Any:
+    """``calibration.batches`` batches of training images drawn as they come (not class-balanced, a fixed seeded
+    subset): what a BatchNorm refresh should see, the distribution the statistics were trained on."""
+    from torch.utils.data import DataLoader, Subset
+
+    train = data.datasets["train"]
+    g = torch.Generator().manual_seed(calibration.seed)
+    n = min(len(train), calibration.batches * calibration.batch_size)
+    subset = Subset(train, torch.randperm(len(train), generator=g)[:n].tolist())
+    return DataLoader(subset, batch_size=calibration.batch_size, shuffle=False)
+
+
 def search_latency_ratio(model: nn.Module, example: torch.Tensor, ctx: CompressContext, target: Any,
                          out_dir: Path) -> tuple[float, dict[str, Any]]:
     """Smallest ratio (in ``target.step`` steps) whose one-shot pruned copy meets the latency target.
@@ -166,10 +178,11 @@ def prune_job(config: ExperimentConfig, checkpoint: str | Path, out_dir: str | P
         ctx.event("latency_target", **{k: v for k, v in latency_record.items() if k != "steps"})
     allocation_record = None
     if cc.allocation is not None:
-        from medprune.compress.allocation import worst_class_allocation
+        from medprune.compress.allocation import refresh_batchnorm, worst_class_allocation
 
-        ratios, allocation = worst_class_allocation(ctx, model, macs_keep=cc.allocation.macs_keep,
-                                                    candidates=cc.allocation.candidates)
+        ratios, allocation = worst_class_allocation(
+            ctx, model, macs_keep=cc.allocation.macs_keep, candidates=cc.allocation.candidates,
+            refresh=lambda m: refresh_batchnorm(m, _training_sample(data, cc.calibration)))
         ctx.options = dataclasses.replace(options, ratio=0.0, layer_ratios=ratios)
         allocation_record = allocation.to_dict()
         atomic_write_json(out / "allocation.json", allocation_record)
