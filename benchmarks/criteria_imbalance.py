@@ -288,8 +288,8 @@ def main() -> None:
     rows = summarise(records, labels, args.ratios)
     for (dataset, imbalance) in sorted({(r["dataset"], r["imbalance"]) for r in rows}):
         for when in ("before", "after"):
-            print(f"\n{dataset} 1:{imbalance:g}, minority sensitivity {when} fine-tuning, mean ± std over seeds "
-                  f"{seeds}; vs l1: mean paired difference (Wilcoxon p)")
+            print(f"\n{dataset} 1:{imbalance:g}, {when} fine-tuning: minority sensitivity mean ± std over seeds "
+                  f"{seeds} / balanced accuracy mean; vs l1: mean paired sensitivity difference (Wilcoxon p)")
             body = []
             for label in labels:
                 cells = [label]
@@ -299,7 +299,7 @@ def main() -> None:
                     m, s = r["minority_sensitivity"]
                     vs = "" if r["vs_l1"] is None or label == "l1" else (
                         f" ({r['vs_l1'][0]:+.3f}, p {r['p_vs_l1']:.2f})" if r["p_vs_l1"] is not None else " (=)")
-                    cells.append(f"{m:.3f} ± {s:.3f}{vs}")
+                    cells.append(f"{m:.3f} ± {s:.3f} / {r['balanced_accuracy'][0]:.3f}{vs}")
                 body.append(cells)
             print(table(["arm", *[f"ratio {r:g}" for r in args.ratios]], body))
     pooled = {}
