@@ -747,6 +747,12 @@ class BetaRank(_ActivationCriterion):
 
     ``variant="code"`` uses the released code's inverse ratio σ_out,i/σ_in; the code's axis
     slicing, which we consider a bug, is not reproduced.
+
+    **Checked by hand** (``tests/test_criteria_imbalance.py``): σ_in/σ_out rewards a *small* output
+    spread, so the paper equation ranks a faint copy of another channel first and a channel that
+    fires only on the minority class last (over class-balanced data its output spreads most); per
+    class it is no better (on the majority class that channel is constant, scored 0). The code's
+    inverse ratio ranks the minority channel first.
     """
 
     name = "beta_rank"
