@@ -54,6 +54,8 @@ from _common import machine_info, mean_std, parse_floats, parse_names, table, wr
 
 MINORITY = 1
 DATASETS = ("phantom", "digits")
+#: A channel is minority-selective when (m_minority − m_rest) / (|m_minority| + |m_rest|) exceeds this.
+SELECTIVE = 0.5
 
 
 # ----------------------------------------------------------------------------- data
@@ -171,6 +173,11 @@ def run_base(args: argparse.Namespace, dataset: str, imbalance: float, seed: int
           f"{record['test_images']} images, {record['test_minority']} minority; base minority sens. "
           f"{record['base']['minority_sensitivity']:.3f}, bal. acc. {record['base']['balanced_accuracy']:.3f}",
           flush=True)
+    from medprune.compress.importance import channel_selectivity
+
+    selectivity = channel_selectivity(model, calib(), MINORITY)
+    selective = {layer: set(torch.nonzero(v > SELECTIVE).flatten().tolist()) for layer, v in selectivity.items()}
+    record["selective_channels"] = {layer: sorted(v) for layer, v in selective.items()}
     uniform_macs: dict[float, int] = {}
     for label, name, options in arms(labels):
         for ratio in args.ratios:
@@ -198,17 +205,28 @@ def run_base(args: argparse.Namespace, dataset: str, imbalance: float, seed: int
             # recomputes them over the training images (weights untouched) for every arm alike.
             torch.optim.swa_utils.update_bn((x for x, _, _ in train_sample), pruned)
             before = scores(pruned.eval(), test, task)
+            kept = {layer: len(chans - set(result.removed.get(layer, []))) for layer, chans in selective.items()}
+            n_before = _n_selective(pruned, calib)
             tuned = finetune(pruned, data, config, workdir / "ft", epochs=args.finetune_epochs, task=task,
                              device=torch.device("cpu"))
             after = scores(tuned.eval(), test, task)
             record["arms"].setdefault(label, {})[f"{ratio:g}"] = {
                 "macs_after": int(result.macs_after), "before": before, "after": after,
+                "selective_kept": kept, "selective_before_ft": n_before,
+                "selective_after_ft": _n_selective(tuned, calib),
                 "seconds": round(time.perf_counter() - t1, 1)}
         row = record["arms"][label]
         print("  " + f"{label:<28}" + "  ".join(
             f"r{r}: {v['before']['minority_sensitivity']:.2f}->{v['after']['minority_sensitivity']:.2f}"
             for r, v in row.items()), flush=True)
     return record
+
+
+def _n_selective(model: Any, calib: Any) -> int:
+    """How many channels of ``model`` fire mostly for the minority class (selectivity > :data:`SELECTIVE`)."""
+    from medprune.compress.importance import channel_selectivity
+
+    return int(sum(int((v > SELECTIVE).sum()) for v in channel_selectivity(model, calib(), MINORITY).values()))
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -314,6 +332,32 @@ def main() -> None:
                 [[label] + [f"{pooled[f'{label}/{w}']['mean'][0]:+.3f} (p {pooled[f'{label}/{w}']['p'] or 1:.3f}, "
                             f"n {pooled[f'{label}/{w}']['n']})" for w in ("before", "after")]
                  for label in labels if label != "l1"]))
+    print("\nwhere the damage goes: share of the unpruned model's minority-selective channels (selectivity > "
+          f"{SELECTIVE}) each arm keeps, all layers, mean over seeds and data sets; the layer losing most at "
+          f"ratio {args.ratios[len(args.ratios) // 2]:g}; minority-selective channels before → after fine-tuning")
+    damage = []
+    mid = f"{args.ratios[len(args.ratios) // 2]:g}"
+    for label in labels:
+        cells = [label]
+        for ratio in args.ratios:
+            shares = []
+            for rec in records:
+                total = sum(len(v) for v in rec["selective_channels"].values())
+                if total:
+                    shares.append(sum(rec["arms"][label][f"{ratio:g}"]["selective_kept"].values()) / total)
+            cells.append(f"{np.mean(shares):.2f}" if shares else "n/a")
+        lost: dict[str, float] = {}
+        for rec in records:
+            for layer, chans in rec["selective_channels"].items():
+                if chans:
+                    share = rec["arms"][label][mid]["selective_kept"][layer] / len(chans)
+                    lost[layer] = lost.get(layer, 0.0) + 1 - share
+        worst = max(lost, key=lost.get) if lost else "n/a"
+        before_ft = np.mean([rec["arms"][label][mid]["selective_before_ft"] for rec in records])
+        after_ft = np.mean([rec["arms"][label][mid]["selective_after_ft"] for rec in records])
+        cells += [f"{worst} ({lost.get(worst, 0) / len(records):.2f} lost)", f"{before_ft:.1f} → {after_ft:.1f}"]
+        damage.append(cells)
+    print(table(["arm", *[f"kept @ {r:g}" for r in args.ratios], f"most lost @ {mid}", f"selective @ {mid}"], damage))
     payload = {"benchmark": "criteria_imbalance", "quick": args.quick, "seeds": seeds, "arms": labels,
                "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                "rows": rows, "pooled": pooled, "per_seed": records, "seconds": round(time.perf_counter() - t0, 1),
