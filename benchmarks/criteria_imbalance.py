@@ -150,6 +150,7 @@ def scores(model: Any, dataset: Any, task: Any) -> dict[str, float]:
 
 def run_base(args: argparse.Namespace, dataset: str, imbalance: float, seed: int, workdir: Path,
              labels: list[str]) -> dict[str, Any]:
+    from medprune.compress.allocation import refresh_batchnorm
     from medprune.compress.context import CompressContext, PruneOptions
     from medprune.compress.importance import create_criterion
     from medprune.config import config_from_dict
@@ -190,7 +191,7 @@ def run_base(args: argparse.Namespace, dataset: str, imbalance: float, seed: int
                                   evaluate=lambda m: validation_metrics(m, data, config, torch.device("cpu"), task),
                                   task=task)
             if label.startswith("alloc:"):
-                from medprune.compress.allocation import refresh_batchnorm, worst_class_allocation
+                from medprune.compress.allocation import worst_class_allocation
 
                 keep = uniform_macs.get(ratio, record["macs"] // 2) / record["macs"]
                 ratios, _ = worst_class_allocation(ctx, pruned, macs_keep=min(0.95, max(0.05, keep)),
@@ -203,7 +204,7 @@ def run_base(args: argparse.Namespace, dataset: str, imbalance: float, seed: int
             # Pruning leaves the next layers' BatchNorm statistics stale: without fresh ones the pruned model
             # often predicts one class, which measures BatchNorm, not the criterion. PyTorch's update_bn
             # recomputes them over the training images (weights untouched) for every arm alike.
-            torch.optim.swa_utils.update_bn((x for x, _, _ in train_sample), pruned)
+            refresh_batchnorm(pruned, train_sample)
             before = scores(pruned.eval(), test, task)
             kept = {layer: len(chans - set(result.removed.get(layer, []))) for layer, chans in selective.items()}
             n_before = _n_selective(pruned, calib)

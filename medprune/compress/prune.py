@@ -29,7 +29,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import torch
 from medprune.compress._tp import tp
@@ -236,9 +236,16 @@ def group_roots(model: nn.Module, graph: Any, protected: set[nn.Module]) -> list
     """Names of the root layers of the groups :func:`prune_model` would consider (protected and grouped
     convolutions left out), in graph order."""
     names = {m: n for n, m in model.named_modules()}
-    return [names.get(group[0].dep.target.module, "?")
-            for group in graph.get_all_groups(ignored_layers=list(protected), root_module_types=_ROOTS)
-            if not is_grouped(group)]
+    return [names.get(group[0].dep.target.module, "?") for group in _candidate_groups(graph, protected, names)]
+
+
+def _candidate_groups(graph: Any, protected: set[nn.Module], names: dict[nn.Module, str]) -> Iterator[Any]:
+    """The groups pruning considers: rooted at a conv or linear layer, not protected, no grouped convolution."""
+    for group in graph.get_all_groups(ignored_layers=list(protected), root_module_types=_ROOTS):
+        if is_grouped(group):
+            log.info("skipping %s: grouped convolution", names.get(group[0].dep.target.module))
+            continue
+        yield group
 
 
 def is_grouped(group: Any) -> bool:
@@ -330,10 +337,7 @@ def prune_model(model: nn.Module, example_inputs: Any, *, criterion: Any = "l2",
     names = {m: n for n, m in model.named_modules()}
     protected = resolve_protected(model, graph, protect)
     scored: list[tuple[Any, torch.Tensor, float, bool]] = []
-    for group in graph.get_all_groups(ignored_layers=list(protected), root_module_types=_ROOTS):
-        if is_grouped(group):
-            log.info("skipping %s: grouped convolution", names.get(group[0].dep.target.module))
-            continue
+    for group in _candidate_groups(graph, protected, names):
         scores = crit(group)
         if scores is None:
             continue

@@ -94,14 +94,16 @@ class Degradation:
     default_range: tuple[float, float] = (0.0, 0.0)
     default_grid: tuple[float, ...] = ()
     domain: tuple[float, float] = (0.0, math.inf)
+    #: The native value of severity 1: by default q = value / full_scale, clipped to [0, 1].
+    full_scale: float = 1.0
 
     def to_q(self, value: float) -> float:
         """The normalised severity in [0, 1] of native ``value``."""
-        raise NotImplementedError
+        return float(np.clip(value / self.full_scale, 0.0, 1.0))
 
     def from_q(self, q: float) -> float:
         """The native value of severity ``q`` (inverse of :meth:`to_q` on [0, 1])."""
-        raise NotImplementedError
+        return float(self.full_scale * np.clip(q, 0.0, 1.0))
 
     def sample(self, rng: np.random.Generator, low: float, high: float) -> float:
         """A value drawn uniformly from ``[low, high]``, as the transform will apply it."""
@@ -155,11 +157,7 @@ class Noise(Degradation):
     default_grid = (5.0, 15.0, 25.0, 35.0, 50.0)
     domain = (0.0, 255.0)
 
-    def to_q(self, value: float) -> float:
-        return float(np.clip(value / 50.0, 0.0, 1.0))
-
-    def from_q(self, q: float) -> float:
-        return float(50.0 * np.clip(q, 0.0, 1.0))
+    full_scale = 50.0
 
     def _transform(self, value: float) -> Any:
         A = albumentations()
@@ -181,11 +179,7 @@ class Blur(Degradation):
     default_grid = (0.5, 1.0, 1.5, 2.0, 3.0)
     domain = (0.0, math.inf)
 
-    def to_q(self, value: float) -> float:
-        return float(np.clip(value / 3.0, 0.0, 1.0))
-
-    def from_q(self, q: float) -> float:
-        return float(3.0 * np.clip(q, 0.0, 1.0))
+    full_scale = 3.0
 
     def _transform(self, value: float) -> Any:
         A = albumentations()
