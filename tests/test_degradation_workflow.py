@@ -178,9 +178,11 @@ def test_predict_with_given_and_estimated_degradation(finished, tmp_path) -> Non
     given = predict_job(path, [frame], tmp_path / "given", degradation="jpeg=30")
     d = given.records[0]["degradation"]
     assert d["source"] == "given" and d["q"] == pytest.approx([0.7, 0.0])
+    assert given.records[0]["summary"].endswith("; q 0.70, 0.00 (given)")
     estimated = predict_job(path, [frame], tmp_path / "estimated")
     e = estimated.records[0]["degradation"]
     assert e["source"] == "estimated" and len(e["q"]) == 2 and all(0.0 <= v <= 1.0 for v in e["q"])
+    assert estimated.records[0]["summary"].endswith("(estimated)")
     assert sum(given.records[0]["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
     with pytest.raises(ConfigError, match="did you mean 'jpeg'"):
         predict_job(path, [frame], tmp_path / "bad", degradation="jepg=30")

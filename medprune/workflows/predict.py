@@ -182,7 +182,11 @@ def predict_job(target: str | Path, inputs: Sequence[str | Path], out_dir: str |
             files = task.write_prediction_files(logits, image, name, out, calibration)
             found = {**task.describe_prediction(logits, image_size=tuple(d.image_size), calibration=calibration),
                      **extra}
-            records.append({"input": str(dataset.paths[i]), **found, "summary": task.summarize_prediction(found),
+            summary = task.summarize_prediction(found)
+            if extra:  # the degradation the model was given or estimated
+                d = extra["degradation"]
+                summary += f"; q {', '.join(f'{v:.2f}' for v in d['q'])} ({d['source']})"
+            records.append({"input": str(dataset.paths[i]), **found, "summary": summary,
                             "files": [str(f.relative_to(out)) for f in files]})
     result = {"model": str(model_file), "config": config.source, "task": task.name, "classes": list(task.classes),
               "calibration": {k: calibration[k] for k in ("kind", "threshold") if k in calibration}
