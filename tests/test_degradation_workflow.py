@@ -307,3 +307,15 @@ def test_grid_record_round_trips_and_draws_what_it_holds(tmp_path) -> None:
     html = "".join(degradation_section(grid, tmp_path, None))
     assert "0.900 [0.800, 0.950]" in html and "jpeg=10" in html and "SYNTHETIC" in html
     assert "not run" in "".join(degradation_section(None, tmp_path, None))
+
+
+def test_bench_file_reads_the_packed_size_of_a_two_input_graph(tmp_path) -> None:
+    """``medprune bench model.onnx`` on an (image, q) graph: the input size counts q's planes behind the image."""
+    from medprune.compress.export import export_onnx
+    from medprune.compress.latency import bench_file
+
+    model = _aware("film")
+    path = export_onnx(model, _packed(2), tmp_path / "m.onnx").path
+    result = bench_file(path, rounds=3, per_round=1)
+    assert list(result["input_size"]) == [3, 32, 32]  # 1 image channel + q_dim 2
+    assert result["latency_ms"]["onnxruntime"]["median_ms"] > 0

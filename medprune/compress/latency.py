@@ -605,10 +605,15 @@ def _onnx_input_size(path: Path) -> InputSize | None:
     graph = onnx.load(str(path), load_external_data=False).graph
     initializers = {t.name for t in graph.initializer}
     inputs = [i for i in graph.input if i.name not in initializers]
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
-    if len(dims) == 4 and all(d for d in dims[1:]):
-        return (dims[1], dims[2], dims[3])
-    return None
+    shapes = [[d.dim_value if d.HasField("dim_value") else None for d in i.type.tensor_type.shape.dim]
+              for i in inputs]
+    dims, extra = shapes[0], shapes[1:]
+    if len(dims) != 4 or not all(dims[1:]):
+        return None
+    # further (N, D) inputs (a degradation-aware graph's q) come as D planes behind the image (packed_feed)
+    if any(len(e) != 2 or not e[1] for e in extra):
+        return None
+    return (dims[1] + sum(e[1] for e in extra), dims[2], dims[3])
 
 
 def _onnx_params(path: Path) -> int:
