@@ -175,7 +175,8 @@ def test_predict_with_given_and_estimated_degradation(finished, tmp_path) -> Non
     root, path, _, outcome = finished
     frame = tmp_path / "frame.png"
     Image.fromarray((np.random.default_rng(0).random((40, 40)) * 255).astype(np.uint8)).save(frame)
-    given = predict_job(path, [frame], tmp_path / "given", degradation="jpeg=30")
+    given = predict_job(path, [frame, frame], tmp_path / "given", degradation="jpeg=30")  # two: each line names q
+    assert given.records[1]["summary"] == given.records[0]["summary"]
     d = given.records[0]["degradation"]
     assert d["source"] == "given" and d["q"] == pytest.approx([0.7, 0.0])
     assert given.records[0]["summary"].endswith("; q 0.70, 0.00 (given)")

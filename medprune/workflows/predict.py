@@ -184,8 +184,8 @@ def predict_job(target: str | Path, inputs: Sequence[str | Path], out_dir: str |
                      **extra}
             summary = task.summarize_prediction(found)
             if extra:  # the degradation the model was given or estimated
-                d = extra["degradation"]
-                summary += f"; q {', '.join(f'{v:.2f}' for v in d['q'])} ({d['source']})"
+                used = extra["degradation"]
+                summary += f"; q {', '.join(f'{v:.2f}' for v in used['q'])} ({used['source']})"
             records.append({"input": str(dataset.paths[i]), **found, "summary": summary,
                             "files": [str(f.relative_to(out)) for f in files]})
     result = {"model": str(model_file), "config": config.source, "task": task.name, "classes": list(task.classes),
